@@ -1,0 +1,1 @@
+"""CLI subcommands: thin shells that parse arguments and call library functions."""

@@ -1,0 +1,212 @@
+"""One config system: YAML files mapped onto dataclasses, with strict key checking.
+
+A preset (`configs/<name>.yaml`, shipped inside the package) or any YAML path is loaded, then
+`key.sub=value` overrides from the command line are applied. Unknown keys raise `ConfigError`
+naming the dotted field, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from texscribe.errors import ConfigError
+
+T = TypeVar("T")
+
+PRESET_PACKAGE = "texscribe.configs"
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and decoder are `{name: <registry name>, ...constructor kwargs}`; the registry checks the kwargs."""
+
+    d_model: int = 256
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "densenet"})
+    decoder: dict[str, Any] = field(default_factory=lambda: {"name": "transformer"})
+
+
+@dataclass
+class DataConfig:
+    """Where prepared datasets live and how images become batches."""
+
+    train: list[str] = field(default_factory=list)
+    val: str | None = None
+    img_min_height: int = 16
+    img_max_height: int = 256
+    img_max_width: int = 1024
+    scale: float = 1.0
+    max_label_len: int = 200
+    batch_max_pixels: int = 400_000
+    batch_max_size: int = 16
+    num_workers: int = 0
+    augment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_steps: int = 500
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs"
+    run_name: str | None = None
+    seed: int = 7
+    max_epochs: int = 100
+    max_steps: int = -1
+    max_time: str | None = None
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    teacher_forcing: float = 1.0
+    val_every_n_epochs: int = 1
+    val_limit: int | None = None
+    val_beam: int = 1
+    early_stop_patience: int | None = None
+    bidirectional: bool = False
+    log_every_n_steps: int = 20
+
+
+@dataclass
+class Config:
+    name: str = "unnamed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped inside the package."""
+    root = resources.files(PRESET_PACKAGE)
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(path_or_preset: str | Path) -> dict[str, Any]:
+    """Read a YAML file, or a shipped preset when given a bare name like `model1`."""
+    path = Path(path_or_preset)
+    if path.suffix not in {".yaml", ".yml"} and not path.exists():
+        preset = resources.files(PRESET_PACKAGE) / f"{path_or_preset}.yaml"
+        if not preset.is_file():
+            raise ConfigError(f"unknown preset {str(path_or_preset)!r}; shipped presets: {', '.join(list_presets())}")
+        text = preset.read_text(encoding="utf-8")
+        source = f"preset {path_or_preset}"
+    else:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (value parsed as YAML) onto a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types by dotted name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_join(where, unknown[0])!r}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, _join(where, name))
+    return cls(**kwargs)
+
+
+def load_config(path_or_preset: str | Path, overrides: list[str] | None = None) -> Config:
+    """The one entry point: preset/YAML + overrides -> validated `Config`."""
+    data = apply_overrides(read_yaml(path_or_preset), overrides or [])
+    return from_dict(Config, data)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    return value
