@@ -15,5 +15,7 @@ SHARED_DATA = Path(os.environ.get("TEXSCRIBE_SHARED_DATA", REPO.parent / "shared
 def shared_data() -> Path:
     """Path to ../shared/data (CROHME, im2latex, formulas); skips the test when it is not there."""
     if not (SHARED_DATA / "crohme" / "crohme_offline.zip").is_file():
-        pytest.skip(f"real datasets not found at {SHARED_DATA} (set TEXSCRIBE_SHARED_DATA or place ../shared beside the repo)")
+        pytest.skip(
+            f"real datasets not found at {SHARED_DATA} (set TEXSCRIBE_SHARED_DATA or place ../shared beside the repo)"
+        )
     return SHARED_DATA

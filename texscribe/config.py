@@ -109,7 +109,9 @@ def read_yaml(path_or_preset: str | Path) -> dict[str, Any]:
     if path.suffix not in {".yaml", ".yml"} and not path.exists():
         preset = resources.files(PRESET_PACKAGE) / f"{path_or_preset}.yaml"
         if not preset.is_file():
-            raise ConfigError(f"unknown preset {str(path_or_preset)!r}; shipped presets: {', '.join(list_presets())}")
+            raise ConfigError(
+                f"unknown preset {str(path_or_preset)!r}; shipped presets: {', '.join(list_presets())}"
+            )
         text = preset.read_text(encoding="utf-8")
         source = f"preset {path_or_preset}"
     else:

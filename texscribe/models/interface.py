@@ -30,7 +30,9 @@ class Memory:
     width: int
 
     def index_select(self, index: Tensor) -> Memory:
-        return Memory(self.features.index_select(0, index), self.mask.index_select(0, index), self.height, self.width)
+        return Memory(
+            self.features.index_select(0, index), self.mask.index_select(0, index), self.height, self.width
+        )
 
 
 class Encoder(nn.Module, ABC):
