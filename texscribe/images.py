@@ -1,0 +1,463 @@
+"""Pixels, in one place: safe loading, polarity, crop to ink, resize, pad and bucket.
+
+Canonical form everywhere in the library: `np.ndarray` float32 in [0, 1], shape (H, W),
+ink BRIGHT (≈1) on a DARK (≈0) background. CROHME bitmaps already look like that; printed
+formulas, photos and screenshots (dark ink on light paper) are inverted by `to_ink_on_dark`.
+Nothing outside this module flips polarity or rescales pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from texscribe.errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from texscribe.config import DataConfig
+
+DEFAULT_MAX_PIXELS = 40_000_000
+INK_THRESHOLD = 0.5  # canonical value above which a pixel counts as ink
+# Formats we let PIL decode. Anything else (EPS runs Ghostscript, fonts, icons...) is refused.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+# (width, height) buckets for fixed-size batching, smallest area first; widths and heights are multiples
+# of 8 so that any CNN stride up to 8 divides them.
+FIXED_BUCKETS: list[tuple[int, int]] = sorted(
+    [
+        (120, 48), (160, 40), (200, 40), (200, 56), (240, 40), (240, 56), (280, 48), (320, 40),
+        (320, 56), (360, 48), (360, 64), (400, 56), (400, 96), (480, 64), (480, 104), (560, 80),
+        (640, 80), (640, 120), (720, 104), (800, 104), (800, 200), (1000, 200), (1000, 400),
+    ],
+    key=lambda b: (b[0] * b[1], b[0]),
+)  # fmt: skip
+
+# PIL signals oversized images with a warning (and an exception past twice its limit). The warnings
+# filter is process-global, so the header parse that may emit it is serialised by this lock.
+_OPEN_LOCK = threading.Lock()
+_CONTRAST_EPS = 1e-3  # images whose whole range is below this are treated as blank
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def load_image(
+    payload: bytes | bytearray | memoryview | str | os.PathLike | np.ndarray,
+    *,
+    origin: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode any common image (file path, encoded bytes, or a pixel array) into canonical float32 (H, W).
+
+    Alpha is composited onto the background, EXIF orientation applied, polarity normalised (ink bright).
+    The pixel count is checked from the header before any pixel is decoded. Every failure raises
+    `ImageError` naming `origin` (defaults to the path when given one).
+    """
+    if isinstance(payload, np.ndarray):
+        return to_ink_on_dark(_array_to_gray(payload, origin, max_pixels))
+    if isinstance(payload, (str, os.PathLike)):
+        origin = origin or os.fspath(payload)
+        try:
+            data = Path(payload).read_bytes()
+        except OSError as exc:
+            raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=origin) from exc
+    elif isinstance(payload, (bytes, bytearray, memoryview)):
+        data = bytes(payload)
+    else:
+        raise ImageError(
+            f"expected image bytes, a file path or a numpy array, got {type(payload).__name__}", source=origin
+        )
+    if not data:
+        raise ImageError("empty image data (0 bytes)", source=origin)
+    return to_ink_on_dark(_decode_to_gray(data, origin, max_pixels))
+
+
+def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndarray:
+    """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"too many pixels (decompression bomb?): {exc}", source=origin) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(
+            f"not a supported image (expected one of {', '.join(ALLOWED_FORMATS)}; got {len(data)} bytes "
+            f"starting {data[:8]!r})",
+            source=origin,
+        ) from exc
+    except Exception as exc:  # PIL raises many types on corrupt headers; all mean "bad file"
+        raise ImageError(f"corrupt image header: {type(exc).__name__}: {exc}", source=origin) from exc
+    with im:
+        width, height = im.size
+        _check_size(height, width, origin, max_pixels)
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            gray = _pil_to_gray(im)
+        except ImageError:
+            raise
+        except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
+            raise ImageError(
+                f"cannot decode {im.format or 'image'} data ({type(exc).__name__}: {exc}); "
+                "the file is truncated or corrupt",
+                source=origin,
+            ) from exc
+    return gray
+
+
+def _check_size(height: int, width: int, origin: str | None, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageError(f"image has zero size ({width}x{height})", source=origin)
+    if height * width > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} = {height * width:,} pixels, more than the limit of {max_pixels:,}; "
+            "downscale it or raise max_pixels",
+            source=origin,
+        )
+
+
+def _pil_to_gray(im: Image.Image) -> np.ndarray:
+    """A loaded PIL image in any mode -> float64 gray (H, W) in [0, 1], alpha composited."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode == "1":
+        return np.asarray(im, dtype=np.float64)
+    if mode == "L":
+        return np.asarray(im, dtype=np.float64) / 255.0
+    if mode.startswith("I;16"):
+        return np.asarray(im.convert("I"), dtype=np.float64) / 65535.0
+    if mode in ("I", "F"):
+        return _scale_unknown_range(np.asarray(im, dtype=np.float64))
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
+        return _composite(_luminance(rgba[..., :3]), rgba[..., 3])
+    return _luminance(np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float -> (H, W), ITU-R 601 weights (what PIL's convert('L') uses)."""
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten gray+alpha onto a background chosen so the ink stays visible.
+
+    When opaque pixels are a minority they are the ink (text on a transparent screenshot), so the
+    background is the opposite of their brightness; otherwise they include the paper, whose median
+    brightness becomes the background colour.
+    """
+    if np.all(alpha >= 1.0):
+        return gray
+    opaque = alpha > 0.5
+    if not opaque.any():
+        return np.zeros_like(gray)
+    if opaque.mean() < 0.5:
+        background = 1.0 if np.average(gray, weights=alpha) < 0.5 else 0.0
+    else:
+        background = float(np.median(gray[opaque]))
+    return alpha * gray + (1.0 - alpha) * background
+
+
+def _scale_unknown_range(values: np.ndarray) -> np.ndarray:
+    """Integer/float pixels of unstated range -> [0, 1]: 8-bit, 16-bit, unit or min-max."""
+    if values.size == 0:
+        return values
+    if not np.all(np.isfinite(values)):
+        raise ImageError("image holds NaN or infinite pixel values")
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return values
+    if lo >= 0.0 and hi <= 255.0:
+        return values / 255.0
+    if lo >= 0.0 and hi <= 65535.0:
+        return values / 65535.0
+    return (values - lo) / (hi - lo)
+
+
+def _array_to_gray(arr: np.ndarray, origin: str | None, max_pixels: int) -> np.ndarray:
+    """Pixel array (H, W) or (H, W, C) of bool/uint8/uint16/int/float -> float64 gray in [0, 1]."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise ImageError(
+            f"pixel array must be (H, W) or (H, W, C) with C in 1..4, got shape {arr.shape}", source=origin
+        )
+    _check_size(arr.shape[0], arr.shape[1], origin, max_pixels)
+    if arr.dtype == np.bool_:
+        values = arr.astype(np.float64)
+    elif arr.dtype == np.uint8:
+        values = arr.astype(np.float64) / 255.0
+    elif arr.dtype == np.uint16:
+        values = arr.astype(np.float64) / 65535.0
+    elif np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
+        try:
+            values = _scale_unknown_range(arr.astype(np.float64))
+        except ImageError as exc:
+            raise ImageError(exc.reason, source=origin) from None
+    else:
+        raise ImageError(f"unsupported pixel dtype {arr.dtype}", source=origin)
+    if values.ndim == 2:
+        return values
+    channels = values.shape[2]
+    if channels == 2:  # gray + alpha
+        return _composite(values[..., 0], values[..., 1])
+    gray = _luminance(values[..., :3])
+    return _composite(gray, values[..., 3]) if channels == 4 else gray
+
+
+# ----------------------------------------------------------------------------------------------- polarity
+def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
+    """Gray (H, W) in [0, 1], either polarity -> canonical float32: background ≈ 0, ink ≈ 1.
+
+    The background level is the median of the image border (formulas are mostly background there).
+    Ink is whatever deviates from it: if pixels darker than the background outweigh brighter ones
+    the image is dark-on-light and gets inverted. A contrast stretch then maps background -> 0 and
+    the strongest ink -> 1. Idempotent on canonical images; a flat image becomes all zeros.
+    """
+    g = np.asarray(gray, dtype=np.float64)
+    if g.ndim != 2 or g.size == 0:
+        raise ImageError(f"expected a non-empty 2-D gray image, got shape {g.shape}")
+    background = float(np.median(_border(g)))
+    darker = float(np.clip(background - g, 0, None).sum())
+    brighter = float(np.clip(g - background, 0, None).sum())
+    if darker > brighter or (darker == brighter and background > 0.5):
+        g = 1.0 - g
+        background = 1.0 - background
+    peak = float(g.max())
+    if peak - background < _CONTRAST_EPS:
+        return np.zeros(g.shape, dtype=np.float32)
+    out = (g - background) / (peak - background)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _border(g: np.ndarray) -> np.ndarray:
+    """Pixels of a frame ~2% of the short side wide (at least 1 pixel) around the image."""
+    h, w = g.shape
+    t = max(1, min(h, w) // 50)
+    if 2 * t >= h or 2 * t >= w:
+        return g.ravel()
+    return np.concatenate([g[:t].ravel(), g[-t:].ravel(), g[t:-t, :t].ravel(), g[t:-t, -t:].ravel()])
+
+
+def has_ink(img: np.ndarray, threshold: float = INK_THRESHOLD, min_pixels: int = 4) -> bool:
+    """True when at least `min_pixels` canonical pixels exceed `threshold` (blank-page filter)."""
+    return int(np.count_nonzero(np.asarray(img) > threshold)) >= min_pixels
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def crop_to_ink(img: np.ndarray, margin: int = 4, threshold: float = INK_THRESHOLD) -> np.ndarray:
+    """Crop a canonical image to the bounding box of pixels above `threshold`, plus `margin` pixels.
+
+    The margin is exactly `margin` on every side: where the image lacks room it is padded with
+    background (0). Raises `ImageError` when no pixel is ink.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    mask = np.asarray(img) > threshold
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ImageError(f"no ink: no pixel above {threshold} (blank image?)")
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    h, w = img.shape
+    out = np.zeros((bottom - top + 2 * margin, right - left + 2 * margin), dtype=np.float32)
+    y0, y1 = max(0, top - margin), min(h, bottom + margin)
+    x0, x1 = max(0, left - margin), min(w, right + margin)
+    oy, ox = y0 - (top - margin), x0 - (left - margin)
+    out[oy : oy + (y1 - y0), ox : ox + (x1 - x0)] = img[y0:y1, x0:x1]
+    return out
+
+
+def fit_height(
+    img: np.ndarray, *, min_height: int, max_height: int, max_width: int, scale: float = 1.0
+) -> np.ndarray:
+    """Resize keeping aspect ratio: scale by `scale`, clamp height to [min_height, max_height],
+    then shrink further if wider than `max_width` (width wins over `min_height` in that case).
+
+    INTER_AREA when shrinking (no aliasing of thin strokes), INTER_LINEAR when enlarging.
+    Returns float32 (h', w') with 1 <= h', 1 <= w' <= max_width.
+    """
+    if not 1 <= min_height <= max_height or max_width < 1 or scale <= 0:
+        raise ValueError(
+            f"need 1 <= min_height <= max_height, max_width >= 1, scale > 0; got {min_height}, "
+            f"{max_height}, {max_width}, {scale}"
+        )
+    h, w = img.shape
+    new_h = min(max(h * scale, min_height), max_height)
+    new_w = w * new_h / h
+    if new_w > max_width:
+        new_h *= max_width / new_w
+        new_w = max_width
+    size_h, size_w = max(1, round(new_h)), max(1, min(max_width, round(new_w)))
+    if (size_h, size_w) == (h, w):
+        return np.asarray(img, dtype=np.float32)
+    shrinking = size_h * size_w < h * w
+    out = cv2.resize(
+        np.asarray(img, dtype=np.float32),
+        (size_w, size_h),
+        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+    )
+    return np.clip(out, 0.0, 1.0)
+
+
+def preprocess(img: np.ndarray, data_config: DataConfig) -> np.ndarray:
+    """The one model-input transform for training AND inference: crop to ink, then `fit_height`."""
+    return fit_height(
+        crop_to_ink(img),
+        min_height=data_config.img_min_height,
+        max_height=data_config.img_max_height,
+        max_width=data_config.img_max_width,
+        scale=data_config.scale,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- files
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Canonical float [0, 1] -> uint8 [0, 255] (rounded, clipped)."""
+    return np.round(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_png(img: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a canonical image as 8-bit gray PNG (ink stays bright), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", to_uint8(img))
+    if not ok:
+        raise ImageError("PNG encoding failed", source=str(path))
+    try:
+        path.write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise ImageError(f"cannot write PNG: {exc.strerror or exc}", source=str(path)) from exc
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Fast path for prepared datasets: read a PNG written by `save_png` as canonical float32 (H, W).
+
+    No polarity detection: the file is trusted to be canonical already.
+    """
+    try:
+        raw = np.fromfile(os.fspath(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=str(path)) from exc
+    arr = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
+    if arr is None:
+        raise ImageError("not a readable PNG (corrupt or empty file)", source=str(path))
+    if arr.dtype == np.uint16:
+        return (arr / 65535.0).astype(np.float32)
+    return arr.astype(np.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------------------------- batching
+def pad_batch(images: Sequence[np.ndarray], multiple: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack canonical images into a batch padded bottom/right with zeros.
+
+    Returns images (B, 1, H, W) float32 and pixel_mask (B, H, W) bool (True = padding), where H and W are
+    the largest height/width rounded up to `multiple` (so every encoder stride divides them).
+    """
+    import torch
+
+    if not images:
+        raise ValueError("pad_batch needs at least one image")
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    height = _round_up(max(im.shape[0] for im in images), multiple)
+    width = _round_up(max(im.shape[1] for im in images), multiple)
+    batch = np.zeros((len(images), 1, height, width), dtype=np.float32)
+    mask = np.ones((len(images), height, width), dtype=bool)
+    for i, im in enumerate(images):
+        h, w = im.shape
+        batch[i, 0, :h, :w] = im
+        mask[i, :h, :w] = False
+    return torch.from_numpy(batch), torch.from_numpy(mask)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def pad_to_bucket(
+    img: np.ndarray, buckets: Sequence[tuple[int, int]] = FIXED_BUCKETS, *, downscale: bool = False
+) -> np.ndarray:
+    """Pad (bottom/right, zeros) into the smallest-area (width, height) bucket that fits.
+
+    When none fits: with `downscale`, shrink the image (keeping aspect) into the bucket that keeps it
+    largest, then pad; otherwise raise `ImageError`.
+    """
+    if not buckets:
+        raise ValueError("no buckets given")
+    h, w = img.shape
+    fitting = [(bw, bh) for bw, bh in buckets if w <= bw and h <= bh]
+    if fitting:
+        bw, bh = min(fitting, key=lambda b: (b[0] * b[1], b[0]))
+    elif downscale:
+        bw, bh = max(buckets, key=lambda b: (min(b[0] / w, b[1] / h), -b[0] * b[1]))
+        factor = min(bw / w, bh / h)
+        new_w, new_h = max(1, min(bw, int(w * factor))), max(1, min(bh, int(h * factor)))
+        img = cv2.resize(np.asarray(img, dtype=np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        h, w = img.shape
+    else:
+        largest = max(buckets, key=lambda b: b[0] * b[1])
+        raise ImageError(
+            f"image {w}x{h} fits no bucket (largest {largest[0]}x{largest[1]}); "
+            "pass downscale=True or add a larger bucket"
+        )
+    out = np.zeros((bh, bw), dtype=np.float32)
+    out[:h, :w] = img
+    return out
+
+
+def kmeans_buckets(
+    sizes: Sequence[tuple[int, int]], k: int, seed: int = 0, iters: int = 50
+) -> list[tuple[int, int]]:
+    """Learn up to `k` (width, height) buckets from image sizes given as (h, w) — i.e. `img.shape`.
+
+    K-means (k-means++ init, seeded) on (h, w); each bucket is its cluster's max height and max width,
+    rounded up to a multiple of 8, so every input size fits the bucket of its cluster. Returned sorted
+    by area, duplicates removed; usable directly with `pad_to_bucket`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    points = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    if len(points) == 0:
+        raise ValueError("kmeans_buckets needs at least one size")
+    rng = np.random.default_rng(seed)
+    centers = _kmeans_pp_init(points, min(k, len(np.unique(points, axis=0))), rng)
+    labels = np.zeros(len(points), dtype=np.int64)
+    for _ in range(iters):
+        dist = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        new_labels = dist.argmin(axis=1)
+        if _ > 0 and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        for c in range(len(centers)):
+            members = points[labels == c]
+            if len(members):
+                centers[c] = members.mean(axis=0)
+    buckets = set()
+    for c in np.unique(labels):
+        max_h, max_w = points[labels == c].max(axis=0)
+        buckets.add((_round_up(int(np.ceil(max_w)), 8), _round_up(int(np.ceil(max_h)), 8)))
+    return sorted(buckets, key=lambda b: (b[0] * b[1], b[0]))
+
+
+def _kmeans_pp_init(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: spread initial centres proportionally to squared distance."""
+    centers = [points[rng.integers(len(points))]]
+    for _ in range(1, k):
+        d2 = np.min(((points[:, None, :] - np.asarray(centers)[None]) ** 2).sum(axis=2), axis=1)
+        total = d2.sum()
+        if total == 0:
+            break
+        centers.append(points[rng.choice(len(points), p=d2 / total)])
+    return np.asarray(centers, dtype=np.float64)
