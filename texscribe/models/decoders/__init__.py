@@ -1,0 +1,5 @@
+"""Token decoders over the image memory; each implements `texscribe.models.interface.Decoder`."""
+
+from texscribe.models.decoders.transformer import TransformerDecoder
+
+__all__ = ["TransformerDecoder"]

@@ -1,0 +1,71 @@
+"""Padding-exact helpers shared by the CNN encoders.
+
+Every encoder keeps a float "valid" map (B, 1, h, w), 1 on image cells and 0 on padding, at each
+resolution it passes through. Two rules make features on real pixels independent of how much
+padding a batch adds (so a batched image gives the same output as the image alone):
+
+1. the input is padded up to a multiple of the total stride, so every downsampling divides evenly
+   and the valid map is pooled exactly (a cell is padding iff every pixel of its stride block is);
+2. the input of every spatial conv/pool is multiplied by the valid map, so padding cells look like
+   the zero padding a conv sees at an image border.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+Stride = tuple[int, int]
+
+
+def as_pair(value: int | Sequence[int], name: str) -> Stride:
+    """`2` -> (2, 2); `[2, 1]` -> (2, 1). Raises ValueError naming `name` for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return (value, value)
+    if (
+        isinstance(value, Sequence)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{name} must be a positive int or a [height, width] pair of them, got {value!r}")
+
+
+def total_stride(strides: Sequence[Stride]) -> Stride:
+    return (math.prod(s[0] for s in strides), math.prod(s[1] for s in strides))
+
+
+def prepare_input(images: Tensor, pixel_mask: Tensor, stride: Stride) -> tuple[Tensor, Tensor]:
+    """Pad (B, 1, H, W) images and (B, H, W) mask bottom/right to a multiple of `stride`.
+
+    Returns zeroed images (padding pixels set to 0 whatever the batch used) and the valid map
+    (B, 1, H', W') float.
+    """
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (B, 1, H, W), got {tuple(images.shape)}")
+    if pixel_mask.shape != (images.shape[0], images.shape[2], images.shape[3]):
+        raise ValueError(
+            f"pixel_mask must be (B, H, W) = {tuple(images.shape[::2])}, got {tuple(pixel_mask.shape)}"
+        )
+    height, width = images.shape[-2:]
+    pad_h = (-height) % stride[0]
+    pad_w = (-width) % stride[1]
+    valid = (~pixel_mask.bool()).unsqueeze(1).to(images.dtype)
+    valid = F.pad(valid, (0, pad_w, 0, pad_h), value=0.0)
+    images = F.pad(images, (0, pad_w, 0, pad_h), value=0.0) * valid
+    return images, valid
+
+
+def pool_valid(valid: Tensor, stride: Stride) -> Tensor:
+    """Valid map after a downsampling by `stride`: a cell is valid if any pixel of its block is."""
+    if stride == (1, 1):
+        return valid
+    return F.max_pool2d(valid, kernel_size=stride, stride=stride)
+
+
+def to_padding_mask(valid: Tensor) -> Tensor:
+    """(B, 1, h, w) float valid map -> (B, h, w) bool, True = padding."""
+    return valid.squeeze(1) < 0.5
