@@ -42,8 +42,9 @@ FIXED_BUCKETS: list[tuple[int, int]] = sorted(
     key=lambda b: (b[0] * b[1], b[0]),
 )  # fmt: skip
 
-# PIL signals oversized images with a warning (and an exception past twice its limit). The warnings
-# filter is process-global, so the header parse that may emit it is serialised by this lock.
+# PIL flags oversized images with a DecompressionBombWarning (and an error past 2 x MAX_IMAGE_PIXELS,
+# ~179 MP, which therefore caps `max_pixels`). We silence the warning while parsing the header and apply
+# our own limit; the warnings filter is process-global, so that short header parse holds this lock.
 _OPEN_LOCK = threading.Lock()
 _CONTRAST_EPS = 1e-3  # images whose whole range is below this are treated as blank
 
@@ -66,6 +67,12 @@ def load_image(
     if isinstance(payload, (str, os.PathLike)):
         origin = origin or os.fspath(payload)
         try:
+            size = os.stat(payload).st_size
+            if size > _max_file_bytes(max_pixels):
+                raise ImageError(
+                    f"file is {size:,} bytes, too large for an image of at most {max_pixels:,} pixels",
+                    source=origin,
+                )
             data = Path(payload).read_bytes()
         except OSError as exc:
             raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=origin) from exc
@@ -80,14 +87,22 @@ def load_image(
     return to_ink_on_dark(_decode_to_gray(data, origin, max_pixels))
 
 
+def _max_file_bytes(max_pixels: int) -> int:
+    """Largest plausible encoded size: 16-bit RGBA uncompressed (8 bytes/pixel) plus 16 MiB of metadata."""
+    return max_pixels * 8 + (16 << 20)
+
+
 def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndarray:
     """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes."""
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own `max_pixels` check below replaces PIL's warning; its hard error still applies
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"too many pixels (decompression bomb?): {exc}", source=origin) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"too many pixels (limit {max_pixels:,}); the header claims a huge image: {exc}", source=origin
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError(
             f"not a supported image (expected one of {', '.join(ALLOWED_FORMATS)}; got {len(data)} bytes "
@@ -101,17 +116,16 @@ def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndar
         _check_size(height, width, origin, max_pixels)
         try:
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            gray = _pil_to_gray(im)
+            ImageOps.exif_transpose(im, in_place=True)
+            return _pil_to_gray(im, origin)
         except ImageError:
             raise
         except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
             raise ImageError(
-                f"cannot decode {im.format or 'image'} data ({type(exc).__name__}: {exc}); "
+                f"cannot decode {im.format} data ({type(exc).__name__}: {exc}); "
                 "the file is truncated or corrupt",
                 source=origin,
             ) from exc
-    return gray
 
 
 def _check_size(height: int, width: int, origin: str | None, max_pixels: int) -> None:
@@ -125,29 +139,33 @@ def _check_size(height: int, width: int, origin: str | None, max_pixels: int) ->
         )
 
 
-def _pil_to_gray(im: Image.Image) -> np.ndarray:
-    """A loaded PIL image in any mode -> float64 gray (H, W) in [0, 1], alpha composited."""
+def _pil_to_gray(im: Image.Image, origin: str | None) -> np.ndarray:
+    """A loaded PIL image in any mode -> float32 gray (H, W) in [0, 1], alpha composited.
+
+    Colour goes through PIL's own C conversions to 8-bit L/LA (ITU-R 601 luma), which keeps a
+    40-megapixel photo at a few hundred MB instead of float64 RGB planes.
+    """
     mode = im.mode
     if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        im = im.convert("RGBA" if "transparency" in im.info else "L")
         mode = im.mode
     if mode == "1":
-        return np.asarray(im, dtype=np.float64)
+        return np.asarray(im, dtype=np.float32)
     if mode == "L":
-        return np.asarray(im, dtype=np.float64) / 255.0
+        return np.asarray(im, dtype=np.float32) / np.float32(255)
     if mode.startswith("I;16"):
-        return np.asarray(im.convert("I"), dtype=np.float64) / 65535.0
+        return np.asarray(im).astype(np.float32) / np.float32(65535)
     if mode in ("I", "F"):
-        return _scale_unknown_range(np.asarray(im, dtype=np.float64))
+        return _scale_unknown_range(np.asarray(im), origin)
     if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
-        return _composite(_luminance(rgba[..., :3]), rgba[..., 3])
-    return _luminance(np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0)
+        la = np.asarray(im.convert("LA"), dtype=np.float32) / np.float32(255)
+        return _composite(la[..., 0], la[..., 1])
+    return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) float -> (H, W), ITU-R 601 weights (what PIL's convert('L') uses)."""
-    return rgb @ np.array([0.299, 0.587, 0.114])
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=rgb.dtype)
 
 
 def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -163,30 +181,37 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     if not opaque.any():
         return np.zeros_like(gray)
     if opaque.mean() < 0.5:
-        background = 1.0 if np.average(gray, weights=alpha) < 0.5 else 0.0
+        background = 1.0 if float(np.average(gray, weights=alpha)) < 0.5 else 0.0
     else:
         background = float(np.median(gray[opaque]))
-    return alpha * gray + (1.0 - alpha) * background
+    return alpha * gray + (1.0 - alpha) * np.float32(background)
 
 
-def _scale_unknown_range(values: np.ndarray) -> np.ndarray:
-    """Integer/float pixels of unstated range -> [0, 1]: 8-bit, 16-bit, unit or min-max."""
-    if values.size == 0:
-        return values
+def _scale_unknown_range(values: np.ndarray, origin: str | None) -> np.ndarray:
+    """Integer/float pixels of unstated range -> float32 [0, 1]: unit, 8-bit, 16-bit, else min-max."""
     if not np.all(np.isfinite(values)):
-        raise ImageError("image holds NaN or infinite pixel values")
+        raise ImageError("image holds NaN or infinite pixel values", source=origin)
+    values = values.astype(np.float64)
     lo, hi = float(values.min()), float(values.max())
     if lo >= 0.0 and hi <= 1.0:
-        return values
-    if lo >= 0.0 and hi <= 255.0:
-        return values / 255.0
-    if lo >= 0.0 and hi <= 65535.0:
-        return values / 65535.0
-    return (values - lo) / (hi - lo)
+        out = values
+    elif lo >= 0.0 and hi <= 255.0:
+        out = values / 255.0
+    elif lo >= 0.0 and hi <= 65535.0:
+        out = values / 65535.0
+    elif hi > lo:
+        out = (values - lo) / (hi - lo)
+    else:
+        out = np.zeros_like(values)
+    return out.astype(np.float32)
 
 
 def _array_to_gray(arr: np.ndarray, origin: str | None, max_pixels: int) -> np.ndarray:
-    """Pixel array (H, W) or (H, W, C) of bool/uint8/uint16/int/float -> float64 gray in [0, 1]."""
+    """Pixel array (H, W) or (H, W, C), C in 1..4, of bool/uint8/uint16/int/float -> float32 gray in [0, 1].
+
+    uint8 and uint16 use their full range; other numbers are read as unit, 8-bit or 16-bit range
+    when they fit one, else min-max scaled. C=2 is gray+alpha, C=3 RGB, C=4 RGBA.
+    """
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
@@ -195,22 +220,21 @@ def _array_to_gray(arr: np.ndarray, origin: str | None, max_pixels: int) -> np.n
         )
     _check_size(arr.shape[0], arr.shape[1], origin, max_pixels)
     if arr.dtype == np.bool_:
-        values = arr.astype(np.float64)
+        values = arr.astype(np.float32)
     elif arr.dtype == np.uint8:
-        values = arr.astype(np.float64) / 255.0
+        values = arr.astype(np.float32) / np.float32(255)
     elif arr.dtype == np.uint16:
-        values = arr.astype(np.float64) / 65535.0
+        values = arr.astype(np.float32) / np.float32(65535)
     elif np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
-        try:
-            values = _scale_unknown_range(arr.astype(np.float64))
-        except ImageError as exc:
-            raise ImageError(exc.reason, source=origin) from None
+        values = _scale_unknown_range(arr, origin)
     else:
-        raise ImageError(f"unsupported pixel dtype {arr.dtype}", source=origin)
+        raise ImageError(
+            f"unsupported pixel dtype {arr.dtype}; use uint8, uint16, bool or float", source=origin
+        )
     if values.ndim == 2:
         return values
     channels = values.shape[2]
-    if channels == 2:  # gray + alpha
+    if channels == 2:
         return _composite(values[..., 0], values[..., 1])
     gray = _luminance(values[..., :3])
     return _composite(gray, values[..., 3]) if channels == 4 else gray
@@ -225,20 +249,22 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     the image is dark-on-light and gets inverted. A contrast stretch then maps background -> 0 and
     the strongest ink -> 1. Idempotent on canonical images; a flat image becomes all zeros.
     """
-    g = np.asarray(gray, dtype=np.float64)
+    g = np.asarray(gray, dtype=np.float32)
     if g.ndim != 2 or g.size == 0:
         raise ImageError(f"expected a non-empty 2-D gray image, got shape {g.shape}")
     background = float(np.median(_border(g)))
-    darker = float(np.clip(background - g, 0, None).sum())
-    brighter = float(np.clip(g - background, 0, None).sum())
+    deviation = g - np.float32(background)  # the one full-size temporary besides the output
+    brighter = float(deviation[deviation > 0].sum(dtype=np.float64))
+    darker = -float(deviation[deviation < 0].sum(dtype=np.float64))
     if darker > brighter or (darker == brighter and background > 0.5):
-        g = 1.0 - g
-        background = 1.0 - background
-    peak = float(g.max())
-    if peak - background < _CONTRAST_EPS:
+        np.negative(deviation, out=deviation)
+        peak = background - float(g.min())
+    else:
+        peak = float(g.max()) - background
+    if peak < _CONTRAST_EPS:
         return np.zeros(g.shape, dtype=np.float32)
-    out = (g - background) / (peak - background)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    deviation /= np.float32(peak)
+    return np.clip(deviation, 0.0, 1.0, out=deviation)
 
 
 def _border(g: np.ndarray) -> np.ndarray:
