@@ -1,0 +1,165 @@
+"""The prepared-dataset format: the contract between `texscribe data prepare` and training/evaluation.
+
+```
+<root>/manifest.tsv   id  image  tokens  source  height  width   (header line; tokens space-separated)
+<root>/images/<file>.png   uint8 grey, ink white on black, cropped to ink
+<root>/vocab.json     texscribe.latex.Vocab
+<root>/report.json, report.md, skipped.tsv, plots/*.png
+```
+`image` is relative to the root. Ids are kept verbatim in the manifest; file names are sanitised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from texscribe.errors import InputError
+from texscribe.latex import Vocab
+
+MANIFEST = "manifest.tsv"
+VOCAB = "vocab.json"
+IMAGES_DIR = "images"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+SKIPPED = "skipped.tsv"
+MANIFEST_COLUMNS = ("id", "image", "tokens", "source", "height", "width")
+SKIPPED_COLUMNS = ("id", "source", "reason", "detail")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """One row of `manifest.tsv`; `image_path` is absolute, `height`/`width` in pixels."""
+
+    id: str
+    image_path: Path
+    tokens: list[str]
+    source: str
+    height: int
+    width: int
+
+
+def image_filename(sample_id: str) -> str:
+    """A file name safe on every OS for `sample_id`; a hash suffix keeps sanitised names unique."""
+    clean = _UNSAFE.sub("_", sample_id).strip("._") or "image"
+    if clean != sample_id or len(clean) > 100:
+        digest = hashlib.sha1(sample_id.encode("utf-8")).hexdigest()[:10]
+        clean = f"{clean[:100]}-{digest}"
+    return f"{clean}.png"
+
+
+def tsv_field(value: str) -> str:
+    """TSV cells cannot hold tabs or line breaks; replace them so one record stays one line."""
+    return re.sub(r"[\t\r\n]+", " ", value)
+
+
+def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a header + rows TSV atomically (a reader never sees a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        fh.write("\t".join(columns) + "\n")
+        for row in rows:
+            fh.write("\t".join(tsv_field(str(v)) for v in row) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(root: Path, records: Sequence[PreparedRecord]) -> None:
+    rows = [
+        (r.id, r.image_path.relative_to(root).as_posix(), " ".join(r.tokens), r.source, r.height, r.width)
+        for r in records
+    ]
+    write_tsv(root / MANIFEST, MANIFEST_COLUMNS, rows)
+
+
+def read_manifest(root: Path) -> list[PreparedRecord]:
+    """Parse `<root>/manifest.tsv`; `InputError` naming the line for any malformed row."""
+    path = root / MANIFEST
+    lines = path.read_text(encoding="utf-8").split("\n")
+    header = tuple(lines[0].rstrip("\r").split("\t"))
+    if header != MANIFEST_COLUMNS:
+        raise InputError(
+            f"not a texscribe manifest: header {header!r}, expected {MANIFEST_COLUMNS!r}",
+            source=str(path),
+            line=1,
+        )
+    records = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(MANIFEST_COLUMNS):
+            raise InputError(f"expected {len(MANIFEST_COLUMNS)} columns, got {len(cells)}", str(path), lineno)
+        sample_id, image, tokens, source, height, width = cells
+        try:
+            h, w = int(height), int(width)
+        except ValueError as exc:
+            raise InputError(
+                f"height/width must be integers, got {height!r}/{width!r}", str(path), lineno
+            ) from exc
+        records.append(PreparedRecord(sample_id, root / image, tokens.split(), source, h, w))
+    return records
+
+
+class PreparedDataset:
+    """A prepared folder opened for reading: `.records`, `.vocab`, `.root`, `load_image(record)`."""
+
+    def __init__(self, root: Path, records: list[PreparedRecord], vocab: Vocab):
+        self.root = root
+        self.records = records
+        self.vocab = vocab
+
+    @classmethod
+    def open(cls, path: str | Path) -> PreparedDataset:
+        """Open `path` (the folder holding manifest.tsv); `InputError` saying what is missing otherwise."""
+        root = Path(path)
+        if not root.is_dir():
+            raise InputError(
+                "prepared dataset folder not found; run `texscribe data prepare`", source=str(root)
+            )
+        missing = [name for name in (MANIFEST, VOCAB) if not (root / name).is_file()]
+        if missing:
+            raise InputError(
+                f"not a prepared dataset (missing {', '.join(missing)}); create it with "
+                f"`texscribe data prepare SOURCE --out {root}`",
+                source=str(root),
+            )
+        try:
+            vocab = Vocab.load(root / VOCAB)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"unreadable vocabulary: {exc}", source=str(root / VOCAB)) from exc
+        return cls(root, read_manifest(root), vocab)
+
+    def load_image(self, record: PreparedRecord) -> np.ndarray:
+        """Canonical float32 (H, W) in [0, 1], ink bright (`texscribe.images.read_png`)."""
+        from texscribe.images import read_png
+
+        return read_png(record.image_path)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The `report.json` written by prepare ({} when absent)."""
+        path = self.root / REPORT_JSON
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> PreparedRecord:
+        return self.records[index]
+
+    def __iter__(self) -> Iterator[PreparedRecord]:
+        return iter(self.records)
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.root)!r}, {len(self.records)} records, vocab {len(self.vocab)})"
