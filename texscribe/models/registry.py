@@ -14,7 +14,7 @@ from torch import nn
 
 from texscribe.config import Config, ModelConfig
 from texscribe.errors import ConfigError
-from texscribe.models.decoders import TransformerDecoder
+from texscribe.models.decoders import RNNAttentionDecoder, TransformerDecoder
 from texscribe.models.encoders import DenseNetEncoder, ResNetEncoder, VGGEncoder
 from texscribe.models.image_to_latex import ImageToLatex
 
@@ -24,6 +24,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "densenet": DenseNetEncoder,
 }
 DECODERS: dict[str, type[nn.Module]] = {
+    "rnn_attention": RNNAttentionDecoder,
     "transformer": TransformerDecoder,
 }
 # Filled in by build_model from ModelConfig / the vocabulary, never from the section itself.
