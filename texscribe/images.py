@@ -257,7 +257,7 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     brighter = float(deviation[deviation > 0].sum(dtype=np.float64))
     darker = -float(deviation[deviation < 0].sum(dtype=np.float64))
     if darker > brighter or (darker == brighter and background > 0.5):
-        np.negative(deviation, out=deviation)
+        np.subtract(np.float32(background), g, out=deviation)  # (not negation: that leaves -0.0)
         peak = background - float(g.min())
     else:
         peak = float(g.max()) - background

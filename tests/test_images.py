@@ -1,0 +1,416 @@
+"""texscribe.images: every input format, polarity, crop/resize, padding/buckets, and the errors."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from texscribe import images
+from texscribe.config import DataConfig
+from texscribe.errors import ImageError, InputError
+
+H, W = 48, 160
+INK = (slice(12, 36), slice(20, 140))  # where the synthetic formula's ink lies
+
+
+def formula_gray(light_background: bool = True) -> np.ndarray:
+    """uint8 (H, W) 'formula': a fraction bar, two glyph blocks and a thin stroke inside INK's box."""
+    ink, paper = (0, 255) if light_background else (255, 0)
+    a = np.full((H, W), paper, np.uint8)
+    a[12:20, 20:60] = ink
+    a[23:25, 20:140] = ink  # fraction bar, 2 px
+    a[28:36, 100:140] = ink
+    a[12:36, 80] = ink  # 1-px vertical stroke
+    return a
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def assert_canonical(img: np.ndarray, shape=(H, W), ink_min: float = 0.9, bg_max: float = 0.05) -> None:
+    """float32 (H, W) in [0, 1] with bright ink where formula_gray drew it and dark background elsewhere."""
+    assert img.dtype == np.float32 and img.shape == shape
+    assert img.min() >= 0.0 and img.max() <= 1.0
+    assert img[12:20, 20:60].mean() >= ink_min and img[23:25, 20:140].mean() >= ink_min
+    background = np.ones(shape, bool)
+    background[INK] = False
+    assert img[background].mean() <= bg_max
+
+
+# ------------------------------------------------------------------------------------------- formats
+def _rgb(a: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.stack([a, a, a], axis=-1))
+
+
+def _transparent(a: np.ndarray, ink_value: int) -> Image.Image:
+    """RGBA: opaque ink of `ink_value` on a fully transparent background (screenshot of text)."""
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., :3] = ink_value
+    rgba[..., 3] = np.where(a == 0, 255, 0)
+    return Image.fromarray(rgba)
+
+
+FORMATS = {
+    "png_L": lambda a: encode(Image.fromarray(a), "PNG"),
+    "png_1bit": lambda a: encode(Image.fromarray(a).convert("1"), "PNG"),
+    "png_16bit": lambda a: encode(Image.fromarray(a.astype(np.uint16) * 257), "PNG"),
+    "png_16bit_rgb": lambda a: cv2.imencode(".png", np.stack([a.astype(np.uint16) * 257] * 3, axis=-1))[
+        1
+    ].tobytes(),
+    "png_palette": lambda a: encode(_rgb(a).convert("P", palette=Image.Palette.ADAPTIVE, colors=4), "PNG"),
+    "png_rgba_dark_ink_transparent": lambda a: encode(_transparent(a, 0), "PNG"),
+    "png_rgba_white_ink_transparent": lambda a: encode(_transparent(a, 255), "PNG"),
+    "png_rgba_opaque_paper": lambda a: encode(_rgb(a).convert("RGBA"), "PNG"),
+    "png_LA": lambda a: encode(_transparent(a, 0).convert("LA"), "PNG"),
+    "gif_transparent": lambda a: encode(_transparent(a, 0).convert("P"), "GIF", transparency=0),
+    "jpeg": lambda a: encode(_rgb(a), "JPEG", quality=90),
+    "jpeg_cmyk": lambda a: encode(_rgb(a).convert("CMYK"), "JPEG", quality=90),
+    "tiff_lzw": lambda a: encode(_rgb(a), "TIFF", compression="tiff_lzw"),
+    "tiff_float": lambda a: encode(Image.fromarray(a.astype(np.float32) / 255.0), "TIFF"),
+    "tiff_int32": lambda a: encode(Image.fromarray(a.astype(np.int32) * 100), "TIFF"),
+    "bmp": lambda a: encode(_rgb(a), "BMP"),
+    "gif": lambda a: encode(Image.fromarray(a), "GIF"),
+    "webp_lossless": lambda a: encode(_rgb(a), "WEBP", lossless=True),
+    "ppm": lambda a: encode(_rgb(a), "PPM"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_format_decodes_to_canonical(name):
+    data = FORMATS[name](formula_gray())
+    lossy = name.startswith("jpeg")
+    assert_canonical(images.load_image(data, origin=name), ink_min=0.8 if lossy else 0.99)
+
+
+def test_dark_background_files_are_not_inverted():
+    """CROHME-style bitmaps (white strokes on black) keep their polarity."""
+    data = encode(Image.fromarray(formula_gray(light_background=False)), "BMP")
+    assert_canonical(images.load_image(data), ink_min=0.99, bg_max=0.0)
+
+
+def test_exif_orientation_is_applied():
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90° clockwise to view) comes back upright."""
+    a = formula_gray()
+    stored = _rgb(a).transpose(Image.Transpose.ROTATE_90)  # the camera's sensor layout, (W, H) swapped
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img = images.load_image(encode(stored, "JPEG", quality=95, exif=exif))
+    assert_canonical(img, ink_min=0.8)
+
+
+def test_path_inputs(tmp_path):
+    path = tmp_path / "f.png"
+    path.write_bytes(FORMATS["png_L"](formula_gray()))
+    assert_canonical(images.load_image(path))
+    assert_canonical(images.load_image(str(path)))
+
+
+# ------------------------------------------------------------------------------------------- arrays
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda a: a, id="uint8"),
+        pytest.param(lambda a: a.astype(np.uint16) * 257, id="uint16"),
+        pytest.param(lambda a: a.astype(np.float32) / 255, id="float_unit"),
+        pytest.param(lambda a: a.astype(np.float64), id="float_0_255"),
+        pytest.param(lambda a: a > 127, id="bool"),
+        pytest.param(lambda a: a.astype(np.int64) - 1000, id="int_negative_minmax"),
+        pytest.param(lambda a: a[..., None], id="HxWx1"),
+        pytest.param(lambda a: np.stack([a, a, a], -1), id="HxWx3"),
+        pytest.param(lambda a: np.dstack([a, a, a, np.full_like(a, 255)]), id="HxWx4_opaque"),
+        pytest.param(lambda a: np.dstack([a, np.full_like(a, 255)]), id="HxWx2_gray_alpha"),
+    ],
+)
+def test_array_inputs(make):
+    assert_canonical(images.load_image(make(formula_gray())), ink_min=0.99)
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        pytest.param(np.zeros((0, 5), np.uint8), id="zero_height"),
+        pytest.param(np.zeros(10, np.uint8), id="1d"),
+        pytest.param(np.zeros((4, 4, 5), np.uint8), id="5_channels"),
+        pytest.param(np.zeros((2, 3, 4, 1), np.uint8), id="4d"),
+        pytest.param(np.full((4, 4), np.nan), id="nan"),
+        pytest.param(np.full((4, 4), "x", dtype=object), id="object"),
+        pytest.param(np.zeros((4, 4), np.complex64), id="complex"),
+    ],
+)
+def test_bad_arrays_raise_image_error(arr):
+    with pytest.raises(ImageError) as err:
+        images.load_image(arr, origin="mem:0")
+    assert err.value.source == "mem:0"
+
+
+# ------------------------------------------------------------------------------------------- errors
+def _png_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 PNG whose IHDR is patched (with a valid CRC) to claim width x height."""
+    b = bytearray(encode(Image.new("L", (8, 8), 255), "PNG"))
+    b[16:24] = struct.pack(">II", width, height)
+    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
+    return bytes(b)
+
+
+def _broken_png() -> bytes:
+    data = bytearray(FORMATS["png_L"](formula_gray()))
+    idat = data.index(b"IDAT")
+    data[idat + 10 : idat + 20] = b"\x00" * 10  # break the compressed stream (and its CRC)
+    return bytes(data)
+
+
+BAD_INPUTS = {
+    "empty": b"",
+    "text": b"hello, this is not an image\n" * 3,
+    "truncated_png": FORMATS["png_L"](formula_gray())[:150],
+    "truncated_jpeg": FORMATS["jpeg"](formula_gray())[:300],
+    "corrupt_png": _broken_png(),
+    "bomb_100k_x_100k": _png_claiming(100_000, 100_000),
+    "over_our_limit_8k_x_8k": _png_claiming(8000, 8000),
+    "zero_width": _png_claiming(0, 8),
+    "eps_is_refused": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_bytes_raise_image_error_naming_origin(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own limit must never surface
+        with pytest.raises(ImageError) as err:
+            images.load_image(BAD_INPUTS[name], origin=f"upload/{name}")
+    assert err.value.source == f"upload/{name}" and str(err.value).startswith(f"upload/{name}: ")
+    assert isinstance(err.value, InputError)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    """The limit applies from the header alone: the file below holds no pixel data at all."""
+    with pytest.raises(ImageError, match="more than the limit"):
+        images.load_image(_png_claiming(9000, 5000), origin="big.png")
+    with pytest.raises(ImageError, match="more than the limit of 999"):
+        images.load_image(FORMATS["png_L"](formula_gray()), max_pixels=999)
+
+
+def test_raised_limit_beyond_pils_warning_is_honoured():
+    """100 MP exceeds PIL's warning threshold (89 MP): with our limit raised, the header passes silently and
+    the missing pixel data is what fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            images.load_image(_png_claiming(10_000, 10_000), max_pixels=150_000_000)
+
+
+def test_file_errors_name_the_path(tmp_path):
+    missing = tmp_path / "nope.png"
+    with pytest.raises(ImageError) as err:
+        images.load_image(missing)
+    assert err.value.source == str(missing)
+    with pytest.raises(ImageError):
+        images.load_image(tmp_path)  # a directory
+    with pytest.raises(ImageError, match="expected image bytes"):
+        images.load_image(12345)  # type: ignore[arg-type]
+
+
+def test_loading_is_thread_safe():
+    payloads = [FORMATS[name](formula_gray()) for name in sorted(FORMATS)] * 3
+    expected = [images.load_image(p) for p in payloads]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(images.load_image, payloads))
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------- polarity
+def test_polarity_light_and_dark_backgrounds_agree():
+    light = images.to_ink_on_dark(formula_gray(True) / 255.0)
+    dark = images.to_ink_on_dark(formula_gray(False) / 255.0)
+    np.testing.assert_allclose(light, dark)
+    assert_canonical(light, ink_min=1.0, bg_max=0.0)
+
+
+def test_polarity_on_grey_noisy_paper():
+    """A photo: grey paper (0.62) with faint noise and pencil ink (0.3); contrast is stretched to full range."""
+    rng = np.random.default_rng(0)
+    a = np.where(formula_gray() == 0, 0.3, 0.62) + rng.normal(0, 0.01, (H, W))
+    assert_canonical(images.to_ink_on_dark(np.clip(a, 0, 1)), ink_min=0.85, bg_max=0.08)
+
+
+def test_polarity_dark_paper_with_bright_ink_is_kept():
+    a = np.where(formula_gray() == 0, 0.8, 0.25)
+    assert_canonical(images.to_ink_on_dark(a), ink_min=0.99, bg_max=0.01)
+
+
+def test_polarity_is_idempotent_and_flat_images_are_blank():
+    once = images.to_ink_on_dark(formula_gray() / 255.0)
+    np.testing.assert_allclose(images.to_ink_on_dark(once), once)
+    assert not images.to_ink_on_dark(np.full((10, 10), 0.7)).any()
+
+
+def test_has_ink():
+    img = np.zeros((20, 20), np.float32)
+    assert not images.has_ink(img)
+    img[5, 5:8] = 1.0
+    assert not images.has_ink(img)  # 3 pixels < min_pixels=4: noise, not a formula
+    assert images.has_ink(img, min_pixels=3)
+    img[6, 5] = 0.6
+    assert images.has_ink(img) and not images.has_ink(img, threshold=0.7)
+
+
+# ------------------------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("margin", [0, 4, 15])
+def test_crop_to_ink_margins(margin):
+    img = images.to_ink_on_dark(formula_gray() / 255.0)
+    out = images.crop_to_ink(img, margin=margin)
+    assert out.shape == (24 + 2 * margin, 120 + 2 * margin)  # INK box plus the margin on every side
+    np.testing.assert_array_equal(out[margin : margin + 24, margin : margin + 120], img[INK])
+    inner = np.zeros(out.shape, bool)
+    inner[margin : margin + 24, margin : margin + 120] = True
+    assert not out[~inner].any()
+
+
+def test_crop_pads_when_ink_touches_the_border():
+    img = np.zeros((10, 10), np.float32)
+    img[0:3, 8:10] = 1.0
+    out = images.crop_to_ink(img, margin=2)
+    assert out.shape == (7, 6)
+    np.testing.assert_array_equal(out[2:5, 2:4], 1.0)
+    assert out.sum() == 6.0
+
+
+def test_crop_blank_raises():
+    with pytest.raises(ImageError, match="no ink"):
+        images.crop_to_ink(np.zeros((30, 30), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale"),
+    [((48, 160), 1.0), ((8, 30), 1.0), ((600, 200), 1.0), ((40, 5000), 1.0), ((3, 3000), 1.0), ((50, 50), 2.5),
+     ((50, 100), 0.2), ((1, 1), 1.0), ((300, 20), 0.5)],
+)  # fmt: skip
+def test_fit_height_bounds(shape, scale):
+    rng = np.random.default_rng(1)
+    img = rng.random(shape).astype(np.float32)
+    out = images.fit_height(img, min_height=16, max_height=128, max_width=1024, scale=scale)
+    h, w = out.shape
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert w <= 1024 and h <= 128
+    if w < 1024:  # only the width limit may push the height below min_height
+        assert h >= 16
+        expected_h = min(max(shape[0] * scale, 16), 128)
+        assert abs(h - expected_h) <= 1
+    assert (
+        abs(w / h - shape[1] / shape[0]) <= max(1.0, shape[1] / shape[0] * 0.05) + 1 / h * shape[1] / shape[0]
+    )
+
+
+def test_fit_height_keeps_strokes_when_shrinking():
+    """INTER_AREA keeps a 2-px stroke visible at 1/4 size (INTER_LINEAR would sample rows beside it)."""
+    img = np.zeros((200, 400), np.float32)
+    img[99:101, :] = 1.0
+    out = images.fit_height(img, min_height=16, max_height=50, max_width=1000)
+    assert out.shape == (50, 100)
+    assert out.max() >= 0.25 and np.isclose(out.sum(), img.sum() / 16, rtol=0.01)
+
+
+def test_preprocess_uses_data_config():
+    cfg = DataConfig(img_min_height=32, img_max_height=64, img_max_width=200, scale=1.0)
+    img = images.load_image(FORMATS["png_L"](formula_gray()))
+    out = images.preprocess(img, cfg)
+    assert out.shape == (32, round((120 + 8) * 32 / (24 + 8)))  # cropped 32x128, enlarged to min height
+    with pytest.raises(ImageError, match="no ink"):
+        images.preprocess(np.zeros((20, 20), np.float32), cfg)
+
+
+# ------------------------------------------------------------------------------------------- files
+def test_png_round_trip(tmp_path):
+    img = np.random.default_rng(2).random((33, 77)).astype(np.float32)
+    path = tmp_path / "sub" / "x.png"
+    images.save_png(img, path)
+    back = images.read_png(path)
+    assert back.dtype == np.float32 and back.shape == img.shape
+    assert np.abs(back - img).max() <= 0.5 / 255 + 1e-6
+    assert images.to_uint8(np.array([[-1.0, 0.5, 2.0]])).tolist() == [[0, 128, 255]]
+
+
+def test_read_png_errors(tmp_path):
+    with pytest.raises(ImageError):
+        images.read_png(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ImageError, match="bad.png"):
+        images.read_png(bad)
+
+
+# ------------------------------------------------------------------------------------------- batching
+def test_pad_batch_shapes_and_mask():
+    imgs = [np.full((20, 50), 0.5, np.float32), np.ones((37, 16), np.float32)]
+    batch, mask = images.pad_batch(imgs, multiple=16)
+    assert tuple(batch.shape) == (2, 1, 48, 64) and tuple(mask.shape) == (2, 48, 64)
+    assert str(batch.dtype) == "torch.float32" and str(mask.dtype) == "torch.bool"
+    for i, im in enumerate(imgs):
+        h, w = im.shape
+        assert not mask[i, :h, :w].any() and mask[i].sum() == 48 * 64 - h * w
+        np.testing.assert_array_equal(batch[i, 0, :h, :w].numpy(), im)
+        assert batch[i, 0][mask[i]].abs().sum() == 0
+    batch1, _ = images.pad_batch(imgs, multiple=1)
+    assert tuple(batch1.shape) == (2, 1, 37, 50)
+    with pytest.raises(ValueError):
+        images.pad_batch([])
+
+
+def test_fixed_buckets_and_pad_to_bucket():
+    areas = [w * h for w, h in images.FIXED_BUCKETS]
+    assert areas == sorted(areas) and all(w % 8 == 0 and h % 8 == 0 for w, h in images.FIXED_BUCKETS)
+    img = np.ones((45, 130), np.float32)
+    out = images.pad_to_bucket(img)
+    fitting = [(w, h) for w, h in images.FIXED_BUCKETS if w >= 130 and h >= 45]
+    assert out.shape[::-1] == min(fitting, key=lambda b: b[0] * b[1])
+    assert out[:45, :130].all() and out.sum() == img.sum()
+
+
+def test_pad_to_bucket_too_large():
+    img = np.ones((500, 3000), np.float32)
+    with pytest.raises(ImageError, match="fits no bucket"):
+        images.pad_to_bucket(img)
+    out = images.pad_to_bucket(img, downscale=True)
+    assert out.shape[::-1] in images.FIXED_BUCKETS
+    ink_rows, ink_cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
+    assert abs((ink_cols.size / ink_rows.size) - 6.0) < 0.2  # aspect kept
+
+
+def test_kmeans_buckets_every_item_fits():
+    rng = np.random.default_rng(3)
+    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(20, 200, 500), rng.integers(40, 900, 500))]
+    buckets = images.kmeans_buckets(sizes, k=6, seed=0)
+    assert 1 <= len(buckets) <= 6 and buckets == images.kmeans_buckets(sizes, k=6, seed=0)
+    assert all(w % 8 == 0 and h % 8 == 0 for w, h in buckets)
+    for h, w in sizes:
+        assert any(w <= bw and h <= bh for bw, bh in buckets)
+        images.pad_to_bucket(np.zeros((h, w), np.float32), buckets)  # never raises
+    assert images.kmeans_buckets([(30, 100)] * 5, k=4) == [(104, 32)]
+
+
+# ------------------------------------------------------------------------------------------- real data
+@pytest.mark.shared
+def test_real_crohme_and_im2latex_end_ink_bright(shared_data):
+    with zipfile.ZipFile(shared_data / "crohme" / "crohme_offline.zip") as zf:
+        names = [n for n in zf.namelist() if n.startswith("data/2014/img/") and n.endswith(".bmp")][:20]
+        crohme = [images.load_image(zf.read(n), origin=n) for n in names]
+    with zipfile.ZipFile(shared_data / "im2latex" / "im2latex_val.zip") as zf:
+        names = [n for n in zf.namelist() if n.endswith(".png")][:5]
+        im2latex = [images.load_image(zf.read(n), origin=n) for n in names]
+    for img in crohme + im2latex:
+        ink_fraction = float((img > 0.5).mean())
+        assert 0.0 < ink_fraction < 0.5 and img[0].mean() < 0.5  # ink bright, background dark
+        assert images.preprocess(img, DataConfig()).shape[0] >= DataConfig().img_min_height
