@@ -1,0 +1,387 @@
+"""The one place a model is loaded for use: `load_model(...) -> Recognizer`, then `.predict(images)`.
+
+    from texscribe import load_model
+    rec = load_model("default")                     # or a model file path, or an ONNX export dir
+    rec.predict("formula.png").latex                # one input  -> Prediction
+    rec.predict([png_bytes, pil_image, array])      # a list     -> list[Prediction], same order
+
+Backends. `Recognizer` never calls torch modules directly: it hands a *backend object* to
+`texscribe.decoding`. A backend has the `DecodingModel` shape:
+
+    backend.encode(images (B,1,H,W), pixel_mask (B,H,W)) -> Memory
+    backend.decoder.init_cache(memory) / .step(memory, token, cache) / .reorder_cache(cache, index)
+    backend.decoder(memory, tgt)   # teacher-forced logits, only needed for R2L rescoring
+
+`backend="torch"` uses the `ImageToLatex` module itself; `backend="onnx"` uses
+`texscribe.onnx_backend.OnnxBackend` on a directory written by `texscribe export`. A new backend is
+one entry in `BACKENDS`: a function `(name_or_path, device, num_threads) -> LoadedModel`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from texscribe.config import Config, from_dict
+from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
+from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, preprocess
+from texscribe.latex import Vocab, to_latex
+
+SHIPPED = {"default": "default.pt"}  # names resolved inside the package's weights/ folder
+
+
+@dataclass
+class Prediction:
+    """One recognised image.
+
+    score: mean per-step probability the model gave its own output tokens (the final <eos> included),
+    in [0, 1]; min_prob: the lowest of those. They rank how sure the model is, they are not the
+    probability that the LaTeX is correct (see docs/CONFIDENCE.md). seconds: this image's
+    preprocessing time plus its share of its batch's model time. source: where the image came from.
+    """
+
+    latex: str
+    tokens: list[str]
+    score: float
+    min_prob: float
+    seconds: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """A backend plus what describes it: config (image preprocessing, training options), vocab, provenance."""
+
+    backend: Any  # texscribe.decoding.DecodingModel
+    config: Config
+    vocab: Vocab
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A shipped name (`default`) -> its file inside the package; anything else must be an existing path."""
+    text = os.fspath(name_or_path)
+    if text in SHIPPED:
+        path = Path(str(resources.files("texscribe") / "weights" / SHIPPED[text]))
+        if not path.is_file():
+            raise ModelLoadError(
+                f"the shipped model {text!r} is not installed (expected {path}). Reinstall texscribe from a "
+                "release that includes its weights, or pass a model file: --model path/to/model.pt "
+                "(train one with `texscribe train`)"
+            )
+        return path
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"no model named {text!r}: not a shipped name ({', '.join(SHIPPED)}) and no such file or folder"
+        )
+    return path
+
+
+def _load_torch(name_or_path: str | os.PathLike, device: str, num_threads: int | None) -> LoadedModel:
+    import torch
+
+    from texscribe.checkpoint import read_model_file
+    from texscribe.models.registry import build_model
+
+    path = resolve_model_path(name_or_path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; the torch backend needs a model file (.pt)")
+    mf = read_model_file(path)
+    try:
+        model = build_model(mf.config.model, len(mf.vocab))
+    except ConfigError as exc:
+        raise ModelLoadError(f"{path}: its model config cannot be built by this texscribe: {exc}") from exc
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in mf.state_dict.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: weights do not fit the model its config describes: {exc}") from exc
+    try:
+        model.to(torch.device(device)).eval()
+    except (RuntimeError, AssertionError) as exc:
+        raise ModelLoadError(f"cannot use device {device!r}: {exc}") from exc
+    return LoadedModel(model, mf.config, mf.vocab, path, mf.meta)
+
+
+def _load_onnx(name_or_path: str | os.PathLike, device: str, num_threads: int | None) -> LoadedModel:
+    from texscribe.onnx_backend import OnnxBackend, is_export_dir
+
+    path = resolve_model_path(name_or_path)
+    if not is_export_dir(path):
+        raise ModelLoadError(
+            f"{path} is not an ONNX export folder; create one with "
+            f"`texscribe export --model {name_or_path} --format onnx --out DIR` and pass DIR"
+        )
+    if device != "cpu":
+        raise ModelLoadError(f"the ONNX backend runs on the CPU only, not {device!r}")
+    backend = OnnxBackend(path, threads=num_threads)
+    try:
+        config = from_dict(Config, backend.config)
+    except ConfigError as exc:
+        raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
+    return LoadedModel(backend, config, backend.vocab, path, backend.meta)
+
+
+BACKENDS: dict[str, Callable[[str | os.PathLike, str, int | None], LoadedModel]] = {
+    "torch": _load_torch,
+    "onnx": _load_onnx,
+}
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (affinity and cgroup quota), at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def load_model(
+    name_or_path: str | os.PathLike | Sequence[str | os.PathLike] = "default",
+    device: str = "cpu",
+    backend: str = "torch",
+    num_threads: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Recognizer:
+    """Load a shipped model by name, a model file, or an ONNX export folder (backend="onnx").
+
+    A list of paths loads an ensemble (step log-probs averaged; all must share one vocabulary; images are
+    preprocessed with the first model's data config). On the CPU, torch's intra-op threads are set to
+    `num_threads` (default: the CPUs available to this process), so a 2-core machine is not oversubscribed.
+    """
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(num_threads or available_cpus())
+    names = [name_or_path] if isinstance(name_or_path, (str, os.PathLike)) else list(name_or_path)
+    if not names:
+        raise ModelLoadError("no model given")
+    loaded = [BACKENDS[backend](n, device, num_threads) for n in names]
+    for other in loaded[1:]:
+        if other.vocab.itos != loaded[0].vocab.itos:
+            raise ModelLoadError(
+                f"cannot ensemble {other.path} with {loaded[0].path}: they use different vocabularies"
+            )
+    return Recognizer(loaded, device=device, max_pixels=max_pixels)
+
+
+class Recognizer:
+    """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `prepare` (pure)."""
+
+    def __init__(
+        self,
+        models: LoadedModel | Sequence[LoadedModel],
+        device: str = "cpu",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.models = [models] if isinstance(models, LoadedModel) else list(models)
+        self.device = device
+        self.max_pixels = max_pixels
+        self.config: Config = self.models[0].config
+        self.vocab: Vocab = self.models[0].vocab
+
+    @property
+    def backends(self) -> list[Any]:
+        return [m.backend for m in self.models]
+
+    @property
+    def bidirectional(self) -> bool:
+        """Whether every model was trained on R2L targets too (then beam search can rescore with R2L)."""
+        return all(m.config.train.bidirectional for m in self.models)
+
+    def prepare(self, x: Any, origin: str | None = None) -> np.ndarray:
+        """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
+        if _is_pil(x):
+            x = _pil_to_array(x)
+        return preprocess(load_image(x, origin=origin, max_pixels=self.max_pixels), self.config.data)
+
+    def predict(
+        self, x: Any, *, beam: int = 1, batch_size: int = 8, max_len: int = 200, r2l: bool | None = None
+    ) -> Prediction | list[Prediction]:
+        """Recognise one input (-> Prediction) or a list of inputs (-> list in the same order).
+
+        Inputs: file path, encoded bytes, PIL image or ndarray. The first unusable input raises `ImageError`
+        naming it; use `prepare` + `predict_images` to skip bad inputs instead.
+        """
+        single = not isinstance(x, (list, tuple))
+        items = [x] if single else list(x)
+        arrays, sources, prep = [], [], []
+        for i, item in enumerate(items):
+            source = _describe(item, i)
+            start = time.perf_counter()
+            arrays.append(self.prepare(item, origin=source))
+            prep.append(time.perf_counter() - start)
+            sources.append(source)
+        out = self.predict_images(
+            arrays, sources, beam=beam, batch_size=batch_size, max_len=max_len, r2l=r2l, prep_seconds=prep
+        )
+        return out[0] if single else out
+
+    def predict_images(
+        self,
+        images: Sequence[np.ndarray],
+        sources: Sequence[str] | None = None,
+        *,
+        beam: int = 1,
+        batch_size: int = 8,
+        max_len: int = 200,
+        r2l: bool | None = None,
+        prep_seconds: Sequence[float] | None = None,
+    ) -> list[Prediction]:
+        """Decode already-preprocessed images (canonical float32 (H, W)), batched by size, order preserved.
+
+        Batches group images of similar area, bounded by `batch_size` and the config's `batch_max_pixels`
+        (padded area). r2l=None rescores with the R2L pass when beam > 1 and the model is bidirectional.
+        """
+        import torch
+
+        from texscribe.decoding import decode
+
+        sources = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
+        prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
+        use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
+        results: list[Prediction | None] = [None] * len(images)
+        for batch in _size_batches(images, batch_size, self.config.data.batch_max_pixels):
+            start = time.perf_counter()
+            tensors, mask = pad_batch([images[i] for i in batch])
+            tensors, mask = tensors.to(self.device), mask.to(self.device)
+            with torch.inference_mode():
+                hyps = decode(self.backends, tensors, mask, beam=beam, max_len=max_len, r2l_rescore=use_r2l)
+            share = (time.perf_counter() - start) / len(batch)
+            for i, hyp in zip(batch, hyps):
+                results[i] = self._prediction(hyp, sources[i], prep[i] + share)
+        return results  # type: ignore[return-value]
+
+    def _prediction(self, hyp: Any, source: str, seconds: float) -> Prediction:
+        tokens = self.vocab.decode(hyp.tokens)
+        logps = list(hyp.token_logprobs) + ([hyp.eos_logprob] if hyp.eos_logprob is not None else [])
+        probs = [math.exp(lp) for lp in logps] or [0.0]
+        return Prediction(
+            latex=to_latex(tokens),
+            tokens=tokens,
+            score=sum(probs) / len(probs),
+            min_prob=min(probs),
+            seconds=seconds,
+            source=source,
+        )
+
+
+@dataclass
+class Outcome:
+    """One input of a streamed job: its prediction, or why it was skipped."""
+
+    index: int
+    source: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+def iter_predictions(
+    recognizer: Recognizer,
+    items: Sequence[tuple[str, Any]],
+    *,
+    load: Callable[[Any, str], np.ndarray] | None = None,
+    workers: int = 2,
+    chunk_size: int = 64,
+    **decode_kwargs: Any,
+) -> Iterator[Outcome]:
+    """Predict many `(source, payload)` items, yielding one `Outcome` per item in input order.
+
+    Loading/preprocessing (`load(payload, source)`, default `recognizer.prepare`) runs in a thread pool
+    of `workers` (PIL/OpenCV release the GIL) one chunk ahead of decoding, so memory stays bounded by
+    two chunks. An item whose loading raises a `TexscribeError` is yielded with `error` set; the rest go on.
+    decode_kwargs: beam, batch_size, max_len, r2l (see `Recognizer.predict_images`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    load = load or (lambda payload, source: recognizer.prepare(payload, origin=source))
+
+    def timed_load(item: tuple[str, Any]) -> tuple[np.ndarray | None, float, str | None]:
+        start = time.perf_counter()
+        try:
+            return load(item[1], item[0]), time.perf_counter() - start, None
+        except TexscribeError as exc:
+            return None, 0.0, getattr(exc, "reason", None) or str(exc)
+
+    chunks = [range(i, min(i + chunk_size, len(items))) for i in range(0, len(items), chunk_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(timed_load, items[i]) for i in chunks[0]] if chunks else []
+        for n, rows in enumerate(chunks):
+            current = pending
+            if n + 1 < len(chunks):
+                pending = [pool.submit(timed_load, items[i]) for i in chunks[n + 1]]
+            loaded = [f.result() for f in current]
+            ok = [j for j, (img, _, _) in enumerate(loaded) if img is not None]
+            preds = (
+                recognizer.predict_images(
+                    [loaded[j][0] for j in ok],
+                    [items[rows[j]][0] for j in ok],
+                    prep_seconds=[loaded[j][1] for j in ok],
+                    **decode_kwargs,
+                )
+                if ok
+                else []
+            )
+            by_row = dict(zip(ok, preds))
+            for j, i in enumerate(rows):
+                yield Outcome(i, items[i][0], by_row.get(j), loaded[j][2])
+
+
+def _size_batches(images: Sequence[np.ndarray], batch_size: int, max_pixels: int) -> list[list[int]]:
+    """Index batches of similar-size images: sorted by (height, width), cut at batch_size / padded area."""
+    order = sorted(range(len(images)), key=lambda i: (images[i].shape[0], images[i].shape[1]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    max_h = max_w = 0
+    for i in order:
+        h, w = images[i].shape[:2]
+        new_h, new_w = max(max_h, h), max(max_w, w)
+        if current and (len(current) >= batch_size or new_h * new_w * (len(current) + 1) > max_pixels):
+            batches.append(current)
+            current, new_h, new_w = [], h, w
+        current.append(i)
+        max_h, max_w = new_h, new_w
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _is_pil(x: Any) -> bool:
+    return type(x).__module__.startswith("PIL.") and hasattr(x, "convert")
+
+
+def _pil_to_array(im: Any) -> np.ndarray:
+    """A PIL image as the pixel array `images.load_image` reads (only the mode changes, never the pixels)."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+        im = im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
+    return np.asarray(im)
+
+
+def _describe(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return f"<{type(item).__name__} {index}>"
