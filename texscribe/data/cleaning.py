@@ -46,6 +46,8 @@ MULTILINE_COMMANDS = frozenset(
     {"\\\\", "\\cr", "\\matrix", "\\pmatrix", "\\cases", "\\substack", "\\newline"}
 )
 _BEGIN_RE = re.compile(r"\\begin\{(" + "|".join(MULTILINE_ENVS) + r")\*?\}")
+# Tokens that carry no math on their own: a label made only of these is OCR debris like `(*)` or `()()`.
+PUNCTUATION = frozenset("()[]{},.;:!?'\"*`|") | {"\\%", "\\{", "\\}", "\\_", "\\&", "\\#"}
 # Whole-label words an OCR service writes instead of a formula.
 ERROR_WORDS = frozenset(
     {"error", "err", "failed", "failure", "fail", "null", "none", "nan", "undefined", "unknown", "timeout",
@@ -78,8 +80,8 @@ def rule_ocr_error_marker(raw: str, tokens: Sequence[str]) -> str | None:
         return f"error marker {text[:40]!r}"
     if not _NOISE_RE.sub("", _TEXT_GROUP_RE.sub("", text)):
         return f"only \\text{{...}}: {text[:40]!r}"
-    if not any(t[:1].isalnum() or (t.startswith("\\") and t[1:2].isalpha()) for t in tokens):
-        return f"no math content: {text[:40]!r}"
+    if tokens and all(t in PUNCTUATION for t in tokens):
+        return f"no math content (punctuation only): {text[:40]!r}"
     prose = _WORD_RE.findall(_TEXT_GROUP_RE.sub(r" \1 ", _NAME_GROUP_RE.sub(" ", text)))
     if len(prose) >= 2:
         return f"plain-language text {' '.join(prose[:4])!r}"

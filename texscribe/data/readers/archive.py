@@ -55,10 +55,7 @@ class Archive:
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-save it as UTF-8",
-                source=self.origin(name),
-            ) from exc
+            raise InputError(utf8_error_message(data, exc), source=self.origin(name)) from exc
 
     def __contains__(self, name: str) -> bool:
         return name in self._name_set
@@ -95,6 +92,11 @@ class FolderArchive(Archive):
 
     def origin(self, name: str) -> str:
         return str(self.path / name)
+
+
+def utf8_error_message(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Say where UTF-8 decoding failed and what to do about it."""
+    return f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-save it as UTF-8"
 
 
 def stem_key(name: str) -> str:

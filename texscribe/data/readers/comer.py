@@ -55,13 +55,21 @@ def read_comer(path: str | Path, split: str | None = None) -> Iterator[Sample | 
         for n in archive.names
         if n.startswith(f"{folder}/img/") and is_image_name(n) and n.count("/") == folder.count("/") + 2
     }
-    seen: set[str] = set()
     text = archive.read_text(caption_name)
+    return _caption_samples(archive, folder, source, caption_name, text, images)
+
+
+def _caption_samples(
+    archive: Archive, folder: str, source: str, caption_name: str, text: str, images: dict[str, str]
+) -> Iterator[Sample | Skipped]:
+    seen: set[str] = set()  # ids with a usable caption line
+    mentioned: set[str] = set()  # ids named by any caption line, usable or not (no double reports)
     for lineno, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
         if not line.strip():
             continue
         where = f"{archive.origin(caption_name)}:{lineno}"
+        mentioned.add(line.split()[0] if "\t" not in line else line.split("\t", 1)[0].strip())
         if "\t" not in line:
             yield Skipped(line.split()[0], source, "malformed_line", f"{where}: no TAB between id and label")
             continue
@@ -88,7 +96,7 @@ def read_comer(path: str | Path, split: str | None = None) -> Iterator[Sample | 
             pretokenized=True,
         )
     for sample_id, image in images.items():
-        if sample_id not in seen:
+        if sample_id not in mentioned:
             yield Skipped(
                 sample_id, source, "missing_label", f"{archive.origin(image)}: no line in {caption_name}"
             )
