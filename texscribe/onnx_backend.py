@@ -1,0 +1,324 @@
+"""ONNX export of a recogniser and an onnxruntime backend that decodes with the same code as torch.
+
+An export directory holds three graphs plus the model's own config and vocabulary:
+
+    encoder.onnx       images (B,1,H,W) float, pixel_mask (B,H,W) bool
+                       -> features (B,L,D), feature_mask (B,h,w) bool (True = padding), L = h*w
+    decoder_init.onnx  features, feature_mask -> the decoder's initial cache tensors
+    decoder_step.onnx  features, feature_mask, token (B,) int64, cache... -> logits (B,V), new cache...
+    model.json         {"config": ..., "meta": ..., "cache_names": [...], "source": ...}
+    vocab.json         the vocabulary (`texscribe.latex.Vocab` JSON)
+
+The cache is whatever dict the decoder family keeps (`texscribe.models.interface.Cache`), passed
+as explicit inputs/outputs in a fixed key order, with dynamic batch, memory-length and time axes.
+`OnnxBackend` has the `encode` + `decoder.init_cache/step/reorder_cache` shape that
+`texscribe.decoding` needs, so greedy and beam search run unchanged on onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from texscribe.errors import ModelLoadError, TexscribeError
+from texscribe.latex import Vocab
+from texscribe.models.interface import Cache, Memory
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE, INIT_FILE, STEP_FILE = "encoder.onnx", "decoder_init.onnx", "decoder_step.onnx"
+META_FILE, VOCAB_FILE = "model.json", "vocab.json"
+OPSET = 17
+EXPORT_FORMAT = "texscribe-onnx"
+EXPORT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------- export
+class _EncoderGraph(nn.Module):
+    """encode() with the feature mask kept 2-D, so the grid size (h, w) travels as a shape."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
+        memory = self.model.encode(images, pixel_mask)
+        return memory.features, memory.mask.reshape(-1, memory.height, memory.width)
+
+
+def _memory(features: Tensor, feature_mask: Tensor) -> Memory:
+    return Memory(features, feature_mask.flatten(1), feature_mask.shape[1], feature_mask.shape[2])
+
+
+class _InitGraph(nn.Module):
+    def __init__(self, decoder: nn.Module, names: list[str]):
+        super().__init__()
+        self.decoder, self.names = decoder, names
+
+    def forward(self, features: Tensor, feature_mask: Tensor) -> tuple[Tensor, ...]:
+        cache = self.decoder.init_cache(_memory(features, feature_mask))
+        return tuple(cache[n] for n in self.names)
+
+
+class _StepGraph(nn.Module):
+    def __init__(self, decoder: nn.Module, names: list[str]):
+        super().__init__()
+        self.decoder, self.names = decoder, names
+
+    def forward(
+        self, features: Tensor, feature_mask: Tensor, token: Tensor, *cache: Tensor
+    ) -> tuple[Tensor, ...]:
+        logits, new = self.decoder.step(_memory(features, feature_mask), token, dict(zip(self.names, cache)))
+        return (logits, *(new[n] for n in self.names))
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: dict[str, int]  # file name -> bytes
+    seconds: float
+    quantized: bool
+
+
+def export_onnx(
+    model: nn.Module,
+    vocab: Vocab,
+    out_dir: str | Path,
+    *,
+    config: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    quantize: str | None = None,
+    opset: int = OPSET,
+    example_size: tuple[int, int] = (64, 256),
+) -> ExportResult:
+    """Export `model` (an `ImageToLatex`-shaped module) into `out_dir`; `quantize="int8"` adds dynamic int8.
+
+    The graphs are traced on an example batch of 2 images of `example_size` (H, W) and 3 cached
+    tokens; batch, image size, memory length and cache length are dynamic axes.
+    """
+    if quantize not in (None, "int8"):
+        raise TexscribeError(f"unknown quantization {quantize!r}; the only choice is 'int8'")
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float()
+    decoder = model.decoder
+    height, width = example_size
+    images = torch.rand(2, 1, height, width)
+    pixel_mask = torch.zeros(2, height, width, dtype=torch.bool)
+    pixel_mask[1, :, width // 2 :] = True  # a padded row, so masking is part of the trace
+    with torch.no_grad():
+        features, feature_mask = _EncoderGraph(model)(images, pixel_mask)
+        memory = _memory(features, feature_mask)
+        cache0 = decoder.init_cache(memory)
+        names = sorted(cache0)
+        cache = cache0
+        token = torch.tensor([1, 1])
+        for _ in range(3):  # a non-empty cache, so no axis is traced at size 0 or 1
+            logits, cache = decoder.step(memory, token, cache)
+            token = logits.argmax(-1)
+
+    batch = {0: "batch"}
+    mem = {0: "batch", 1: "mem_len"}
+    grid = {0: "batch", 1: "grid_h", 2: "grid_w"}
+    cache_axes = {n: {0: "batch", 1: f"{n}_len"} for n in names}
+    _export(
+        _EncoderGraph(model),
+        (images, pixel_mask),
+        out / ENCODER_FILE,
+        ["images", "pixel_mask"],
+        ["features", "feature_mask"],
+        {"images": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
+         "features": mem, "feature_mask": grid},
+        opset,
+    )  # fmt: skip
+    _export(
+        _InitGraph(decoder, names),
+        (features, feature_mask),
+        out / INIT_FILE,
+        ["features", "feature_mask"],
+        names,
+        {"features": mem, "feature_mask": grid, **cache_axes},
+        opset,
+    )
+    step_outputs = ["logits", *(f"{n}.out" for n in names)]
+    _export(
+        _StepGraph(decoder, names),
+        (features, feature_mask, token, *(cache[n] for n in names)),
+        out / STEP_FILE,
+        ["features", "feature_mask", "token", *names],
+        step_outputs,
+        {"features": mem, "feature_mask": grid, "token": batch, "logits": batch, **cache_axes,
+         **{f"{n}.out": cache_axes[n] for n in names}},
+        opset,
+    )  # fmt: skip
+    if quantize == "int8":
+        _quantize_dynamic(out)
+    (out / VOCAB_FILE).write_text(vocab.to_json(), encoding="utf-8")
+    info = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "opset": opset,
+        "quantized": quantize,
+        "cache_names": names,
+        "config": config or {},
+        "meta": meta or {},
+    }
+    (out / META_FILE).write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+    files = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+    return ExportResult(out, files, time.perf_counter() - start, quantize == "int8")
+
+
+def _export(module, args, path, input_names, output_names, dynamic_axes, opset) -> None:
+    # The exporter restores the wrapper's train/eval flag recursively afterwards: a fresh wrapper
+    # (training=True) would flip the wrapped model into training mode, so set eval first.
+    module.eval()
+    # The TorchScript exporter (dynamo=False) needs nothing beyond onnx; the dynamo exporter would
+    # specialise the empty first-step cache and needs extra packages.
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def _quantize_dynamic(out: Path) -> None:
+    """Replace each graph by its dynamic int8 version (weights int8, activations quantised on the fly)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for name in (ENCODER_FILE, INIT_FILE, STEP_FILE):
+        src = out / name
+        tmp = out / f"{name}.int8"
+        # Conv weights stay float: onnxruntime has no dynamic-int8 ConvInteger kernel on every CPU.
+        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        tmp.replace(src)
+
+
+# ----------------------------------------------------------------------------------------------- runtime
+class _OnnxDecoder:
+    """`init_cache/step/reorder_cache` over two onnxruntime sessions; tensors stay torch on the CPU."""
+
+    def __init__(self, init_session, step_session, names: list[str]):
+        self._init, self._step, self.names = init_session, step_session, names
+        # The exporter drops inputs a graph never reads (a step that only uses the cached memory
+        # keys/values has no `features` input), so feed each session only what it declares.
+        self._init_inputs = {i.name for i in init_session.get_inputs()}
+        self._step_inputs = {i.name for i in step_session.get_inputs()}
+
+    def init_cache(self, memory: Memory) -> Cache:
+        outputs = self._init.run(None, _memory_feed(memory, self._init_inputs))
+        return {n: torch.from_numpy(v) for n, v in zip(self.names, outputs)}
+
+    def step(self, memory: Memory, token: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
+        feed = _memory_feed(memory, self._step_inputs)
+        feed["token"] = token.to(torch.int64).numpy()
+        for n in self.names:
+            feed[n] = cache[n].numpy()
+        logits, *new = self._step.run(None, feed)
+        return torch.from_numpy(logits), {n: torch.from_numpy(v) for n, v in zip(self.names, new)}
+
+    def reorder_cache(self, cache: Cache, index: Tensor) -> Cache:
+        return {k: v.index_select(0, index) for k, v in cache.items()}
+
+    def __call__(self, memory: Memory, tgt: Tensor) -> Tensor:
+        raise TexscribeError(
+            "the ONNX backend has no teacher-forced decoder pass; use backend='torch' for R2L rescoring"
+        )
+
+
+def _memory_feed(memory: Memory, wanted: set[str]) -> dict[str, np.ndarray]:
+    feed = {}
+    if "features" in wanted:
+        feed["features"] = memory.features.contiguous().numpy()
+    if "feature_mask" in wanted:
+        feed["feature_mask"] = memory.mask.reshape(-1, memory.height, memory.width).numpy()
+    return feed
+
+
+class OnnxBackend:
+    """An exported model on onnxruntime with the `encode` + `decoder` shape of `texscribe.decoding`.
+
+    Attributes: `vocab`, `config` (the dict the model was built from), `meta`, `quantized`.
+    `threads` caps onnxruntime's intra-op threads per session (None: onnxruntime's default).
+    """
+
+    def __init__(self, export_dir: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(export_dir)
+        info = read_export_info(self.path)
+        self.vocab = Vocab.load(self.path / VOCAB_FILE)
+        self.config: dict[str, Any] = info.get("config", {})
+        self.meta: dict[str, Any] = info.get("meta", {})
+        self.quantized = bool(info.get("quantized"))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+
+        def session(name: str):
+            try:
+                return ort.InferenceSession(
+                    str(self.path / name), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+                raise ModelLoadError(
+                    f"{self.path / name}: onnxruntime cannot load it ({exc}); re-export"
+                ) from exc
+
+        self._encoder = session(ENCODER_FILE)
+        self.decoder = _OnnxDecoder(session(INIT_FILE), session(STEP_FILE), list(info["cache_names"]))
+
+    def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:
+        features, feature_mask = self._encoder.run(
+            None, {"images": images.float().contiguous().numpy(), "pixel_mask": pixel_mask.bool().numpy()}
+        )
+        mask = torch.from_numpy(feature_mask)
+        return Memory(torch.from_numpy(features), mask.flatten(1), mask.shape[1], mask.shape[2])
+
+    def eval(self) -> OnnxBackend:  # decoding code may call model.eval(); nothing to switch here
+        return self
+
+
+def is_export_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / META_FILE).is_file() and (p / ENCODER_FILE).is_file()
+
+
+def read_export_info(path: str | Path) -> dict[str, Any]:
+    """model.json of an export directory, validated; `ModelLoadError` says what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"ONNX export directory not found: {path} (create one with `texscribe export`)")
+    missing = [
+        n for n in (ENCODER_FILE, INIT_FILE, STEP_FILE, META_FILE, VOCAB_FILE) if not (path / n).is_file()
+    ]
+    if missing:
+        raise ModelLoadError(
+            f"{path}: not a complete ONNX export, missing {', '.join(missing)}; re-run `texscribe export`"
+        )
+    try:
+        info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path / META_FILE}: unreadable ({exc}); re-run `texscribe export`") from exc
+    if info.get("format") != EXPORT_FORMAT or info.get("format_version") != EXPORT_VERSION:
+        raise ModelLoadError(
+            f"{path / META_FILE}: export format {info.get('format')!r} v{info.get('format_version')} is not "
+            f"{EXPORT_FORMAT!r} v{EXPORT_VERSION}; re-export with this texscribe"
+        )
+    return info

@@ -1,0 +1,462 @@
+"""The REST API and web page: `create_app(settings)` loads the model once and serves it.
+
+Endpoints: `POST /v1/predict` (multipart `file` or JSON `image_base64`), `POST /v1/predict/batch`,
+`POST /v1/digits`, `GET /v1/models`, `GET /healthz`, the web page at `/` and offline API docs at
+`/docs`. Image decoding and inference run in a bounded `InferencePool`, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from texscribe import __version__
+from texscribe.errors import ImageError, TexscribeError
+from texscribe.server import schemas
+from texscribe.server.limits import (
+    ApiError,
+    BodySizeLimit,
+    check_image_part_type,
+    check_payload_size,
+    check_request_type,
+    decode_base64,
+)
+from texscribe.server.pool import InferencePool, configure_torch_threads
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+# Starlette caps non-file form fields at 1 MiB by default; base64 never travels in a form field here.
+_FORM_FIELD_BYTES = 64 * 1024
+
+
+@dataclass
+class ServerSettings:
+    """Everything `texscribe serve` can set. Sizes in bytes, times in seconds."""
+
+    model: str = "default"
+    backend: str = "torch"  # torch | onnx
+    workers: int = 2  # inference threads
+    max_upload_bytes: int = 10 * 1024 * 1024  # per image
+    max_pixels: int = 16_000_000  # per image, checked from the header before decoding
+    max_batch: int = 16  # images per batch request
+    max_beam: int = 10
+    max_pending: int = 32  # requests queued or running before 503
+    timeout_s: float = 30.0  # queue + decode + inference, per request
+    max_tokens: int = 200  # longest LaTeX token sequence decoded (bounds the work per image)
+    digits: bool = True  # serve POST /v1/digits (model loaded on first use)
+
+
+def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -> FastAPI:
+    """Build the app. Loads `settings.model` with `settings.backend` unless a loaded `recognizer` is given."""
+    settings = settings or ServerSettings()
+    from texscribe.inference import available_cpus, load_model
+
+    threads = max(1, available_cpus() // settings.workers)  # workers x threads <= the CPUs we may use
+    if recognizer is None:
+        recognizer = load_model(
+            settings.model, backend=settings.backend, num_threads=threads, max_pixels=settings.max_pixels
+        )
+    configure_torch_threads(threads)
+    pool = InferencePool(settings.workers, settings.max_pending)
+    digits = _DigitModel(settings.digits)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        pool.shutdown()
+
+    app = FastAPI(
+        title="texscribe",
+        version=__version__,
+        description='Images of math to LaTeX. Errors are JSON: `{"error": {"code", "message"}}`.',
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.recognizer, app.state.pool = settings, recognizer, pool
+    _install_error_handlers(app)
+    _install_pages(app)
+    single = int(settings.max_upload_bytes * 4 / 3) + 64 * 1024  # base64 or multipart overhead
+    app.add_middleware(
+        BodySizeLimit,
+        limit_for=lambda path: single * settings.max_batch if path.endswith("/batch") else single,
+    )
+
+    def recognize(data: bytes, name: str, beam: int) -> schemas.PredictResponse:
+        """Worker-thread job: decode + preprocess, then decode tokens; queue/total times are filled in later."""
+        t0 = time.perf_counter()
+        image = _prepare(recognizer, data, name)
+        t1 = time.perf_counter()
+        try:
+            (pred,) = recognizer.predict_images([image], [name], beam=beam, max_len=settings.max_tokens)
+        except ImageError as exc:
+            raise ApiError(422, "invalid_image", str(exc)) from None
+        t2 = time.perf_counter()
+        return schemas.PredictResponse(
+            latex=pred.latex,
+            tokens=list(pred.tokens),
+            score=float(pred.score),
+            min_prob=float(pred.min_prob),
+            beam=beam,
+            timing_ms=schemas.Timing(queue=0, decode=_ms(t1 - t0), inference=_ms(t2 - t1), total=0),
+        )
+
+    async def run_predict(data: bytes, name: str, beam: int, t_start: float) -> schemas.PredictResponse:
+        result, queued = await pool.run(lambda: recognize(data, name, beam), settings.timeout_s)
+        result.timing_ms.queue = _ms(queued)
+        result.timing_ms.total = _ms(time.perf_counter() - t_start)
+        return result
+
+    @app.post(
+        "/v1/predict",
+        response_model=schemas.PredictResponse,
+        responses=_ERROR_RESPONSES,
+        openapi_extra=_body_doc("file", "PredictRequest", many=False),
+        summary="Recognise one image",
+    )
+    async def predict(request: Request) -> schemas.PredictResponse:
+        t_start = time.perf_counter()
+        items, beam = await _read_images(request, settings, batch=False)
+        name, data = items[0]
+        return await run_predict(data, name, beam, t_start)
+
+    @app.post(
+        "/v1/predict/batch",
+        response_model=schemas.BatchResponse,
+        responses=_ERROR_RESPONSES,
+        openapi_extra=_body_doc("files", "BatchRequest", many=True),
+        summary="Recognise several images; a bad image fails alone",
+    )
+    async def predict_batch(request: Request) -> schemas.BatchResponse:
+        t_start = time.perf_counter()
+        items, beam = await _read_images(request, settings, batch=True)
+        results = []
+        for index, (name, data) in enumerate(items):
+            item = schemas.BatchItem(index=index, filename=name)
+            try:
+                item.result = await run_predict(data, name, beam, time.perf_counter())
+            except ApiError as exc:
+                if exc.code in ("busy", "timeout"):  # server-side limits fail the whole batch
+                    raise
+                item.error = schemas.ErrorBody(code=exc.code, message=exc.message)
+            results.append(item)
+        failed = sum(1 for r in results if r.error is not None)
+        return schemas.BatchResponse(
+            results=results, count=len(results), failed=failed, total_ms=_ms(time.perf_counter() - t_start)
+        )
+
+    @app.post(
+        "/v1/digits",
+        response_model=schemas.DigitResponse,
+        responses=_ERROR_RESPONSES,
+        openapi_extra=_body_doc("file", "PredictRequest", many=False),
+        summary="Classify one handwritten digit (MNIST-style)",
+    )
+    async def classify_digit(request: Request) -> schemas.DigitResponse:
+        t_start = time.perf_counter()
+        items, _ = await _read_images(request, settings, batch=False)
+        name, data = items[0]
+
+        def job() -> schemas.DigitResponse:
+            t0 = time.perf_counter()
+            image = _decode(data, name, settings.max_pixels)
+            t1 = time.perf_counter()
+            digit, probs = digits.predict(image)
+            t2 = time.perf_counter()
+            timing = schemas.Timing(queue=0, decode=_ms(t1 - t0), inference=_ms(t2 - t1), total=0)
+            return schemas.DigitResponse(digit=digit, probabilities=probs, timing_ms=timing)
+
+        result, queued = await pool.run(job, settings.timeout_s)
+        result.timing_ms.queue = _ms(queued)
+        result.timing_ms.total = _ms(time.perf_counter() - t_start)
+        return result
+
+    @app.get("/v1/models", response_model=schemas.ModelsResponse, summary="The loaded model")
+    async def models() -> schemas.ModelsResponse:
+        return schemas.ModelsResponse(models=[_model_info(recognizer, settings)], digits=settings.digits)
+
+    @app.get("/healthz", response_model=schemas.HealthResponse, summary="Liveness and load")
+    async def healthz() -> schemas.HealthResponse:
+        return schemas.HealthResponse(
+            status="ok",
+            version=__version__,
+            model=_model_name(settings.model),
+            backend=settings.backend,
+            uptime_s=round(time.time() - started, 3),
+            workers=pool.workers,
+            pending=pool.pending,
+        )
+
+    return app
+
+
+# ----------------------------------------------------------------------------------------------- requests
+async def _read_images(
+    request: Request, settings: ServerSettings, batch: bool
+) -> tuple[list[tuple[str, bytes]], int]:
+    """The request's images as (name, bytes) plus the beam width; every malformed case is an `ApiError`."""
+    kind = check_request_type(request.headers.get("content-type"))
+    limit = settings.max_upload_bytes
+    if kind == "application/json":
+        body = await request.body()
+        if not body:
+            raise ApiError(400, "empty_body", "request body is empty; send a JSON object")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        model = schemas.BatchRequest if batch else schemas.PredictRequest
+        try:
+            parsed = model.model_validate(payload)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", _validation_message(exc.errors())) from None
+        texts = parsed.images if batch else [parsed.image_base64]
+        _check_count(len(texts), settings, batch)
+        items = [(f"images[{i}]" if batch else "image_base64", t) for i, t in enumerate(texts)]
+        return [(name, decode_base64(text, limit, name)) for name, text in items], _check_beam(
+            parsed.beam, settings
+        )
+
+    max_files = settings.max_batch if batch else 1
+    try:
+        form = await request.form(max_files=max_files + 1, max_fields=8, max_part_size=_FORM_FIELD_BYTES)
+    except StarletteHTTPException as exc:  # malformed multipart, too many parts
+        raise ApiError(400, "invalid_multipart", f"cannot parse multipart body: {exc.detail}") from None
+    try:
+        field_names = ("files", "file") if batch else ("file",)
+        uploads = [u for key in field_names for u in form.getlist(key) if isinstance(u, UploadFile)]
+        if not uploads:
+            raise ApiError(
+                400,
+                "missing_file",
+                f"multipart body has no {' or '.join(repr(f) for f in field_names)} file part; "
+                f"fields received: {sorted(set(form.keys())) or 'none'}",
+            )
+        _check_count(len(uploads), settings, batch)
+        items = []
+        for i, upload in enumerate(uploads):
+            name = _safe_name(upload.filename, i)
+            check_image_part_type(upload.content_type, name)
+            items.append((name, check_payload_size(await upload.read(limit + 1), limit, name)))
+        return items, _check_beam(form.get("beam", "1"), settings)
+    finally:
+        await form.close()
+
+
+def _check_count(count: int, settings: ServerSettings, batch: bool) -> None:
+    if batch and count == 0:
+        raise ApiError(400, "empty_batch", "the batch holds no images")
+    if count > (settings.max_batch if batch else 1):
+        raise ApiError(
+            413,
+            "too_many_images",
+            f"{count} images sent; the limit is {settings.max_batch if batch else 1} per request"
+            + ("" if batch else " (use POST /v1/predict/batch for several)"),
+        )
+
+
+def _check_beam(value: Any, settings: ServerSettings) -> int:
+    try:
+        beam = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(422, "invalid_request", f"beam must be an integer, got {value!r}") from None
+    if not 1 <= beam <= settings.max_beam:
+        raise ApiError(422, "invalid_request", f"beam must be between 1 and {settings.max_beam}, got {beam}")
+    return beam
+
+
+def _safe_name(filename: str | None, index: int) -> str:
+    """A client file name for messages only (never opened): last path part, printable, at most 100 chars."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:100]
+    return base or f"file[{index}]"
+
+
+def _prepare(recognizer: Any, data: bytes, name: str) -> np.ndarray:
+    """Decode + crop + resize exactly as the library does; unreadable, oversized or blank images -> 422."""
+    try:
+        return recognizer.prepare(data, origin=name)
+    except ImageError as exc:
+        raise ApiError(422, "invalid_image", str(exc)) from None
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Decode to the canonical image (for the digit model, which does its own resizing)."""
+    from texscribe.images import load_image
+
+    try:
+        return load_image(data, origin=name, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ApiError(422, "invalid_image", str(exc)) from None
+
+
+class _DigitModel:
+    """The digit classifier, loaded on first use so that the formula server starts without it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._model: Any = None
+
+    def predict(self, image: np.ndarray) -> tuple[int, list[float]]:
+        if not self.enabled:
+            raise ApiError(404, "not_found", "this server was started without the digit model")
+        if self._model is None:
+            try:
+                from texscribe.digits import load_digit_model
+
+                self._model = load_digit_model()
+            except (ImportError, TexscribeError) as exc:
+                raise ApiError(503, "digits_unavailable", f"digit model cannot be loaded: {exc}") from None
+        out = self._model.predict(image)
+        return _digit_result(out)
+
+
+def _digit_result(out: Any) -> tuple[int, list[float]]:
+    probs = [float(p) for p in np.asarray(out.probabilities).ravel()]
+    return int(out.digit), probs
+
+
+def _model_name(model: str) -> str:
+    """What the API shows of the model: its shipped name, or only the file name of a path."""
+    return Path(model).name
+
+
+def _model_info(recognizer: Any, settings: ServerSettings) -> schemas.ModelInfo:
+    vocab = getattr(recognizer, "vocab", None)
+    return schemas.ModelInfo(
+        name=_model_name(settings.model),
+        backend=settings.backend,
+        vocab_size=len(vocab) if vocab is not None else 0,
+        max_beam=settings.max_beam,
+        meta=_jsonable(getattr(recognizer, "meta", {}) or {}),
+    )
+
+
+def _jsonable(meta: dict) -> dict:
+    return json.loads(json.dumps(meta, default=str))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+# ----------------------------------------------------------------------------------------------- errors
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid_request", _validation_message(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code == 404
+            else str(exc.detail)
+        )
+        return _error(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _body_doc(file_field: str, json_schema: str, many: bool) -> dict[str, Any]:
+    """OpenAPI request body listing both accepted forms (the endpoints parse the body themselves)."""
+    file_schema = {"type": "string", "format": "binary"}
+    files = {"type": "array", "items": file_schema} if many else file_schema
+    schema = getattr(schemas, json_schema).model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [file_field],
+                        "properties": {file_field: files, "beam": {"type": "integer", "default": 1}},
+                    }
+                },
+                "application/json": {"schema": schema},
+            },
+        }
+    }
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": schemas.ErrorResponse, "description": text}
+    for status, text in {
+        400: "empty body, bad base64/JSON/multipart",
+        413: "upload, image or batch too large",
+        415: "not multipart/JSON, or a non-image part",
+        422: "undecodable image or invalid field",
+        503: "server busy",
+        504: "inference timed out",
+    }.items()
+}
+
+
+# ----------------------------------------------------------------------------------------------- pages
+# The page loads nothing from elsewhere; the policy makes the browser enforce that.
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _install_pages(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    docs_assets = resources.files("fastapi_offline") / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(docs_assets)), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="texscribe API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )

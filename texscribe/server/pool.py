@@ -1,0 +1,87 @@
+"""A bounded worker pool for model calls, so the event loop never runs inference itself.
+
+`workers` threads run model calls (torch and onnxruntime release the GIL while computing); at most
+`max_pending` calls wait or run at once, beyond that a request gets 503 at once instead of queueing
+forever. Each call has a deadline: a call still queued when it passes is dropped before it costs
+any CPU; a call already running finishes in its thread but its client gets 504 straight away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from texscribe.server.limits import ApiError
+
+T = TypeVar("T")
+
+
+def configure_torch_threads(threads: int) -> None:
+    """Set torch's intra-op threads (process-wide) and, when still allowed, one inter-op thread."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # only settable before the first parallel op; keeping the default then is harmless
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+
+
+class InferencePool:
+    """Run blocking callables on `workers` threads with a pending cap and a per-call deadline."""
+
+    def __init__(self, workers: int = 1, max_pending: int = 16):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.max_pending = max(max_pending, workers)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="texscribe-infer")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[[], T], timeout_s: float) -> tuple[T, float]:
+        """Run `fn()` in a worker; returns (result, seconds spent queued). 503 when full, 504 past `timeout_s`."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                raise ApiError(
+                    503,
+                    "busy",
+                    f"server busy: {self._pending} requests already queued or running; retry shortly",
+                )
+            self._pending += 1
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def call() -> T:
+            started.append(time.perf_counter())
+            return fn()
+
+        future = self._executor.submit(call)
+        future.add_done_callback(lambda _: self._release())
+        try:
+            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s)
+        except asyncio.TimeoutError:
+            state = "was still queued" if future.cancel() else "is still running"
+            raise ApiError(
+                504,
+                "timeout",
+                f"inference did not finish within {timeout_s:g} s (the request {state}); "
+                "try a smaller image or beam, or raise the server's --timeout-s",
+            ) from None
+        queued = (started[0] if started else submitted) - submitted
+        return result, queued
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
