@@ -58,8 +58,9 @@ class OptimConfig:
     momentum: float = 0.9
     scheduler: str = "cosine"
     warmup_steps: int = 500
-    milestones: list[int] = field(default_factory=list)
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr *= gamma
     gamma: float = 0.1
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
 
 
 @dataclass
@@ -70,7 +71,7 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = -1
     max_time: str | None = None
-    precision: str = "32-true"
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that supports it, else 32-true
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
@@ -83,6 +84,8 @@ class TrainConfig:
     early_stop_patience: int | None = None
     bidirectional: bool = False
     log_every_n_steps: int = 20
+    checkpoint_every_n_steps: int = 500  # last.ckpt also every N optimizer steps ...
+    checkpoint_every_minutes: float | None = 10.0  # ... or every M minutes, whichever comes first
 
 
 @dataclass

@@ -1,0 +1,151 @@
+"""Callbacks for training runs: a frequent, atomic `last.ckpt`, an images/s meter, and PNG curves.
+
+`LastCheckpoint` is what makes "run the same command again" resume: it rewrites
+`checkpoints/last.ckpt` every N optimizer steps or M minutes (whichever comes first), at the end of
+every epoch, at the end of training, and when the run is interrupted (Ctrl-C, SIGTERM). Each write goes
+to a temporary file first and is renamed over the old one, so a kill mid-write never corrupts it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+
+
+class LastCheckpoint(L.Callback):
+    """Keep `<dirpath>/last.ckpt` fresh (see module docstring)."""
+
+    def __init__(
+        self, dirpath: str | Path, every_n_steps: int | None = 500, every_minutes: float | None = 10.0
+    ):
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps if every_n_steps and every_n_steps > 0 else None
+        self.every_seconds = every_minutes * 60 if every_minutes and every_minutes > 0 else None
+        self._last_time = time.monotonic()
+        self._last_step = -1
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Atomic save; every rank must call it (the strategy gathers state), rank 0 writes."""
+        if trainer.global_step == self._last_step and self.path.exists():
+            return
+        tmp = self.dirpath / (LAST + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier()
+        self._last_time, self._last_step = time.monotonic(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        due_steps = self.every_n_steps and step > 0 and step % self.every_n_steps == 0
+        due_time = self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds
+        if trainer.strategy.broadcast(bool(due_steps or due_time)):  # rank 0 decides the time trigger
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            log.info("interrupted at step %d: saving %s", trainer.global_step, self.path)
+            self.save(trainer)
+
+
+class ImagesPerSecond(L.Callback):
+    """Logs `train/images_per_s`: training images (all ranks) per wall-clock second, per logging window."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._images = 0
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
+        if self._start is None:
+            self._start, self._images = time.monotonic(), 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, out: Any, batch: Any, idx: int
+    ) -> None:
+        self._images += len(batch) * trainer.world_size
+        elapsed = time.monotonic() - (self._start or time.monotonic())
+        if (trainer.global_step % trainer.log_every_n_steps == 0) and elapsed > 0:
+            pl_module.log("train/images_per_s", self._images / elapsed, on_step=True, batch_size=len(batch))
+            self._start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = None  # do not count validation time as training time
+
+
+def read_metrics(csv_paths: Iterable[str | Path]) -> dict[str, list[tuple[int, float]]]:
+    """metric name -> sorted (step, value) pairs merged over CSV logs (one file per run segment)."""
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in csv_paths:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                step = int(float(row.get("step") or 0))
+                for key, value in row.items():
+                    if key in ("step", "epoch") or value in (None, ""):
+                        continue
+                    series[key][step] = float(value)
+    return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def plot_curves(csv_paths: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
+    """Write loss.png, exprate.png and lr.png (those with data) from Lightning CSV logs; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = read_metrics(csv_paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels = {
+        "loss.png": ("loss", ["train/loss_step", "train/loss_epoch", "val/loss"]),
+        "exprate.png": ("fraction of val set", ["val/exprate", "val/le1", "val/le2"]),
+        "lr.png": ("learning rate", [k for k in series if k.startswith("lr-")]),
+    }
+    written = []
+    for filename, (ylabel, keys) in panels.items():
+        keys = [k for k in keys if series.get(k)]
+        if not keys:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            steps, values = zip(*series[key])
+            marker = "o" if len(steps) < 50 else None
+            ax.plot(steps, values, label=key, marker=marker, markersize=3)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / filename
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

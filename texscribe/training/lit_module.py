@@ -1,0 +1,191 @@
+"""Training logic only: loss, optimiser + schedule, validation by greedy decoding.
+
+The model itself comes from `models.registry.build_model`; decoding from `texscribe.decoding`;
+metrics from `texscribe.metrics`. Checkpoints carry the config and vocabulary as hyperparameters,
+so a `.ckpt` alone can be exported to a model file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from texscribe.config import Config, from_dict
+from texscribe.data.batching import Batch
+from texscribe.errors import ConfigError
+from texscribe.latex import Vocab
+
+
+class LitImageToLatex(L.LightningModule):
+    """LightningModule around `ImageToLatex`. config: `Config.to_dict()`; vocab: `Vocab.itos`."""
+
+    def __init__(self, config: dict[str, Any], vocab: list[str]):
+        super().__init__()
+        self.save_hyperparameters()
+        from texscribe.models.registry import build_model
+
+        self.config: Config = from_dict(Config, config)
+        self.vocab = Vocab.from_list(vocab)
+        self.model = build_model(self.config.model, len(self.vocab))
+        self._val_preds: list[list[str]] = []
+        self._val_refs: list[list[str]] = []
+        self._val_loss = torch.zeros(2, dtype=torch.float64)  # (sum of token losses, token count)
+        self.val_history: list[dict[str, float]] = []  # one entry per validation, kept in checkpoints
+
+    # ------------------------------------------------------------------ training
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device, non_blocking=True)
+
+    def logits(self, batch: Batch, both_directions: bool) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits (N, T, V) and targets (N, T). With both directions the encoder runs
+        once and the decoder sees each memory twice: rows [0, B) are L2R, rows [B, 2B) R2L."""
+        memory = self.model.encode(batch.images, batch.pixel_mask)
+        tgt_in, tgt_out = batch.tgt_in, batch.tgt_out
+        if both_directions and batch.tgt_in_r2l is not None:
+            b = len(batch)
+            memory = memory.index_select(torch.arange(2 * b, device=tgt_in.device) % b)
+            tgt_in = torch.cat([tgt_in, batch.tgt_in_r2l])
+            tgt_out = torch.cat([tgt_out, batch.tgt_out_r2l])
+        tf = self.config.train.teacher_forcing
+        if self.training and tf < 1.0:  # scheduled sampling: only decoders that support it take the argument
+            return self.model.decoder(memory, tgt_in, teacher_forcing=tf), tgt_out
+        return self.model.decoder(memory, tgt_in), tgt_out
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits, tgt_out = self.logits(batch, both_directions=True)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            tgt_out.flatten(),
+            ignore_index=Vocab.pad_id,
+            label_smoothing=self.config.train.label_smoothing,
+        )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    # ---------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_preds, self._val_refs = [], []
+        self._val_loss = torch.zeros(2, dtype=torch.float64)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        from texscribe.decoding import greedy_decode
+
+        logits, tgt_out = self.logits(batch, both_directions=False)
+        # plain cross-entropy (no smoothing), so val/loss reads as the model's true NLL per token
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=Vocab.pad_id, reduction="sum"
+        )
+        self._val_loss += torch.tensor(
+            [loss.item(), int((tgt_out != Vocab.pad_id).sum())], dtype=torch.float64
+        )
+        # A prediction longer than its reference + 2 is already > 2 edits away, so decoding further
+        # cannot change ExpRate, <=1 or <=2: cap the length there (saves most of an untrained model's time).
+        max_len = int(batch.lengths.max()) + 2
+        pred_ids = greedy_decode(self.model, batch.images, batch.pixel_mask, max_len=max_len)
+        self._val_preds.extend(self.vocab.decode(p) for p in pred_ids)
+        self._val_refs.extend(self.vocab.decode(r.tolist()) for r in batch.tgt_out)
+
+    def on_validation_epoch_end(self) -> None:
+        from texscribe.metrics import exprate, within_k_errors
+
+        n = len(self._val_refs)
+        if n:
+            sums = [n, exprate(self._val_preds, self._val_refs) * n]
+            sums += [within_k_errors(self._val_preds, self._val_refs, k) * n for k in (1, 2)]
+        else:
+            sums = [0.0] * 4
+        stats = torch.tensor(sums + self._val_loss.tolist(), dtype=torch.float64, device=self.device)
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")  # DDP: every rank decoded a shard
+        count, exact, le1, le2, loss_sum, tokens = stats.tolist()
+        if count == 0:
+            return
+        metrics = {
+            "val/exprate": exact / count,
+            "val/le1": le1 / count,
+            "val/le2": le2 / count,
+            "val/loss": loss_sum / max(tokens, 1.0),
+        }
+        for key, value in metrics.items():
+            self.log(key, value, prog_bar=key == "val/exprate", batch_size=int(count))
+        if not self.trainer.sanity_checking:
+            self.val_history.append(
+                {"step": self.global_step, "epoch": self.current_epoch, "count": count, **metrics}
+            )
+
+    def best_metrics(self) -> dict[str, float]:
+        """The validation with the highest ExpRate (the earliest on ties), {} before any validation."""
+        return max(self.val_history, key=lambda m: (m["val/exprate"], -m["step"]), default={})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_history"] = self.val_history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_history = list(checkpoint.get("val_history", []))
+
+    # ------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.config.optim
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        name = optim.name.lower()
+        if name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=optim.lr)
+        elif name == "adam":
+            opt = torch.optim.Adam(groups, lr=optim.lr)
+        elif name == "sgd":
+            opt = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
+        else:
+            raise ConfigError(f"optim.name: unknown optimizer {optim.name!r}; choose adamw, adam or sgd")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler(opt), "interval": "step"}}
+
+    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        optim = self.config.optim
+        kind = optim.scheduler.lower()
+        total = self._total_steps() if kind in ("cosine", "onecycle") else 0  # also sets num_training_batches
+        warmup = max(0, optim.warmup_steps)
+        if kind == "onecycle":
+            pct = min(0.5, max(warmup / total, 0.01))
+            return torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=optim.lr, total_steps=total + 1, pct_start=pct
+            )
+        if kind not in ("multistep", "cosine", "constant"):
+            raise ConfigError(
+                f"optim.scheduler: unknown {optim.scheduler!r}; choose multistep, cosine, onecycle or constant"
+            )
+        steps_per_epoch = 1
+        if kind == "multistep":
+            _ = self.trainer.estimated_stepping_batches  # loads the train loader so its length is known
+            steps_per_epoch = max(1, int(self.trainer.num_training_batches))
+        milestones = sorted(m * steps_per_epoch for m in optim.milestones)
+        floor = optim.min_lr_ratio
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            if kind == "multistep":
+                return ramp * optim.gamma ** sum(step >= m for m in milestones)
+            if kind == "cosine":
+                progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+                return ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return ramp
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run (max_steps, or max_epochs x batches per epoch): the schedule length."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            raise ConfigError(
+                "optim.scheduler cosine/onecycle needs train.max_steps or train.max_epochs to be set"
+            )
+        return int(total)

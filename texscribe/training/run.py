@@ -1,0 +1,286 @@
+"""`train(config)`: one training run, resumable, ending in a self-describing model file.
+
+Run directory `<train.out_dir>/<train.run_name or config.name>/`:
+
+    config.yaml               the resolved config of the run
+    checkpoints/last.ckpt     rewritten every N steps / M minutes, each epoch, at the end, on Ctrl-C/SIGTERM
+    checkpoints/best-*.ckpt   best `val/exprate` so far (when a val set is given)
+    logs/tensorboard/         TensorBoard events (`tensorboard --logdir <run dir>/logs`)
+    logs/csv/segment-NNN/     Lightning CSV metrics, one segment per start/resume
+    curves/{loss,exprate,lr}.png
+    model.pt                  best weights + config + vocab (`checkpoint.save_model_file`)
+    result.json               what `TrainResult` holds
+
+Resuming: `resume="auto"` continues from `checkpoints/last.ckpt` when it exists (so re-running the
+same command resumes, mid-epoch, with the same batch order); `"never"` starts fresh in a new run
+directory (`<name>-2`, ...) instead of overwriting; a path resumes from that checkpoint. Limits are
+totals over the run: `max_steps`, `max_epochs` and `max_time` (the elapsed time is checkpointed), so
+give a larger value to extend a finished run.
+
+Multi-device: `train.strategy` / `train.devices` go to the Lightning Trainer (`ddp` on CPU uses gloo).
+Each rank draws its own share of the size-bucketed batches (`SizeBucketBatchSampler` shards them),
+validation decodes a shard per rank and the metric counts are summed across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from texscribe.checkpoint import read_model_file, save_model_file
+from texscribe.config import Config
+from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
+from texscribe.latex import Vocab
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Paths are None when the run did not create them."""
+
+    run_dir: Path
+    model_file: Path | None
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    global_step: int
+    epochs: int
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    curves: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str, indent=2)
+
+
+def run_directory(config: Config, resume: str | None) -> Path:
+    """`out_dir/name`; with resume="never" the first of `name`, `name-2`, ... without checkpoints."""
+    base = Path(config.train.out_dir) / (config.train.run_name or config.name)
+    if resume != "never":
+        return base
+    candidate, n = base, 1
+    while (candidate / "checkpoints").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto` -> bf16-mixed on a bf16-capable GPU, 32-true otherwise."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint written by this module (config + vocab in `hyper_parameters`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: torch raises many types
+        raise ModelLoadError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if "config" not in hp or "vocab" not in hp or "state_dict" not in ckpt:
+        raise ModelLoadError(f"{path}: not a texscribe training checkpoint (no config/vocab/state_dict)")
+    return ckpt
+
+
+def _weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Vocab, dict[str, Any]]:
+    """(model state_dict, vocab, model config dict) from a model file or a training checkpoint."""
+    try:
+        mf = read_model_file(path)
+        return mf.state_dict, mf.vocab, asdict(mf.config.model)
+    except ModelLoadError:
+        ckpt = load_checkpoint(path)
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        hp = ckpt["hyper_parameters"]
+        return state, Vocab.from_list(hp["vocab"]), hp["config"]["model"]
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Training checkpoint -> self-describing model file (config + vocab + fp16 weights + meta)."""
+    from texscribe.config import from_dict
+
+    ckpt = load_checkpoint(ckpt_path)
+    hp = ckpt["hyper_parameters"]
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
+            "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
+    return save_model_file(out, from_dict(Config, hp["config"]), Vocab.from_list(hp["vocab"]), state, meta)
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _check_max_time(value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value.strip()):
+        raise ConfigError(f"train.max_time must look like DD:HH:MM:SS (e.g. 00:08:00:00), got {value!r}")
+
+
+def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
+    if resume in (None, "never"):
+        return None
+    if resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: checkpoint not found (use auto, never, or a .ckpt path)")
+    return path
+
+
+def train(
+    config: Config, *, resume: str | None = "auto", weights_only_from: str | None = None
+) -> TrainResult:
+    """Train (or resume) a model as configured; export the best weights to `<run dir>/model.pt`."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from texscribe.data.datamodule import LatexDataModule
+    from texscribe.training.callbacks import ImagesPerSecond, LastCheckpoint, plot_curves
+    from texscribe.training.lit_module import LitImageToLatex
+
+    tc = config.train
+    _check_max_time(tc.max_time)
+    run_dir = run_directory(config, resume)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_path = _resume_path(resume, ckpt_dir)
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+
+    vocab, init_state = None, None
+    if ckpt_path is not None:
+        hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+        if hp["config"]["model"] != asdict(config.model):
+            raise ConfigError(
+                f"{ckpt_path} holds a different model than config {config.name!r}; "
+                "use --resume never (new run directory) or another train.run_name"
+            )
+        vocab = Vocab.from_list(hp["vocab"])
+    elif weights_only_from:
+        init_state, vocab, init_model = _weights(weights_only_from)
+        if init_model != asdict(config.model):
+            raise ConfigError(
+                f"--init-weights {weights_only_from}: its model section differs from config {config.name!r}"
+            )
+
+    datamodule = LatexDataModule(config, vocab=vocab)
+    module = LitImageToLatex(config.to_dict(), datamodule.vocab.itos)
+    if init_state is not None:
+        module.model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in init_state.items()}
+        )
+        log.info("initialised weights from %s (fresh optimizer)", weights_only_from)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    has_val = datamodule.val_set is not None
+    last = LastCheckpoint(ckpt_dir, tc.checkpoint_every_n_steps, tc.checkpoint_every_minutes)
+    timer = Timer(duration=tc.max_time, interval="step", verbose=False)
+    callbacks: list[Any] = [last, timer, LearningRateMonitor(logging_interval="step"), ImagesPerSecond()]
+    best_cb = None
+    if has_val:
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
+            monitor="val/exprate", mode="max", save_top_k=1, enable_version_counter=False,
+        )  # fmt: skip
+        callbacks.append(best_cb)
+        if tc.early_stop_patience:
+            callbacks.append(
+                EarlyStopping(monitor="val/exprate", mode="max", patience=tc.early_stop_patience)
+            )
+    segment = len(list((run_dir / "logs" / "csv").glob("segment-*")))
+    loggers = [
+        TensorBoardLogger(save_dir=run_dir / "logs", name="", version="tensorboard", default_hp_metric=False),
+        CSVLogger(save_dir=run_dir / "logs" / "csv", name="", version=f"segment-{segment:03d}"),
+    ]
+    trainer = L.Trainer(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        strategy=tc.strategy,
+        precision=resolve_precision(tc.precision, tc.accelerator),
+        max_epochs=tc.max_epochs,
+        max_steps=tc.max_steps,
+        gradient_clip_val=tc.grad_clip or None,
+        check_val_every_n_epoch=tc.val_every_n_epochs,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=1 if has_val else 0,
+        log_every_n_steps=tc.log_every_n_steps,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_checkpointing=has_val,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
+    )
+    if trainer.is_global_zero:
+        print(
+            f"run directory: {run_dir}\n  checkpoints: {ckpt_dir}\n  logs: tensorboard --logdir {run_dir / 'logs'}"
+        )
+        if ckpt_path:
+            print(f"  resuming from {ckpt_path}")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        curves = []
+        if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
+            print(f"interrupted: progress is in {last.path}; run the same command again to resume")
+        if trainer.is_global_zero:
+            csvs = sorted((run_dir / "logs" / "csv").glob("segment-*/metrics.csv"))
+            try:
+                curves = plot_curves(csvs, run_dir / "curves")
+            except (OSError, ValueError) as exc:
+                log.warning("could not plot curves: %s", exc)
+    best_path = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
+    result = TrainResult(
+        run_dir=run_dir,
+        model_file=None,
+        best_checkpoint=best_path,
+        last_checkpoint=last.path if last.path.exists() else None,
+        global_step=trainer.global_step,
+        epochs=trainer.current_epoch,
+        best_metrics=module.best_metrics(),
+        train_seconds=round(timer.time_elapsed("train"), 1),
+        curves=curves,
+    )
+    if trainer.is_global_zero and trainer.state.status.value == "finished":
+        source = result.best_checkpoint or result.last_checkpoint
+        if source is not None:
+            meta = {
+                "data": {"train": list(config.data.train), "val": config.data.val},
+                "global_step": result.global_step,
+                "epochs": result.epochs,
+                "best_metrics": result.best_metrics,
+                "train_seconds": result.train_seconds,
+                "hardware": hardware(),
+                "run_dir": str(run_dir),
+            }
+            try:
+                result.model_file = export_checkpoint(source, run_dir / MODEL_FILE, meta)
+            except TexscribeError as exc:
+                log.error("export failed: %s", exc)
+        (run_dir / "result.json").write_text(result.to_json(), encoding="utf-8")
+    return result
