@@ -65,7 +65,7 @@ def load_image(
     if isinstance(payload, np.ndarray):
         return to_ink_on_dark(_array_to_gray(payload, origin, max_pixels))
     if isinstance(payload, (str, os.PathLike)):
-        origin = origin or os.fspath(payload)
+        origin = origin or os.fspath(payload) or "<empty path>"
         try:
             size = os.stat(payload).st_size
             if size > _max_file_bytes(max_pixels):
@@ -74,8 +74,9 @@ def load_image(
                     source=origin,
                 )
             data = Path(payload).read_bytes()
-        except OSError as exc:
-            raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=origin) from exc
+        except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
+            reason = getattr(exc, "strerror", None) or exc
+            raise ImageError(f"cannot read image file: {reason}", source=origin) from exc
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
     else:
@@ -199,8 +200,8 @@ def _scale_unknown_range(values: np.ndarray, origin: str | None) -> np.ndarray:
         out = values / 255.0
     elif lo >= 0.0 and hi <= 65535.0:
         out = values / 65535.0
-    elif hi > lo:
-        out = (values - lo) / (hi - lo)
+    elif hi > lo:  # halves: hi - lo may overflow for extreme finite values
+        out = (values / 2 - lo / 2) / (hi / 2 - lo / 2)
     else:
         out = np.zeros_like(values)
     return out.astype(np.float32)
@@ -244,7 +245,7 @@ def _array_to_gray(arr: np.ndarray, origin: str | None, max_pixels: int) -> np.n
 def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     """Gray (H, W) in [0, 1], either polarity -> canonical float32: background ≈ 0, ink ≈ 1.
 
-    The background level is the median of the image border (formulas are mostly background there).
+    The background level is the (lower) median of the image border: formulas are mostly background there.
     Ink is whatever deviates from it: if pixels darker than the background outweigh brighter ones
     the image is dark-on-light and gets inverted. A contrast stretch then maps background -> 0 and
     the strongest ink -> 1. Idempotent on canonical images; a flat image becomes all zeros.
@@ -252,7 +253,7 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     g = np.asarray(gray, dtype=np.float32)
     if g.ndim != 2 or g.size == 0:
         raise ImageError(f"expected a non-empty 2-D gray image, got shape {g.shape}")
-    background = float(np.median(_border(g)))
+    background = _lower_median(_border(g))
     deviation = g - np.float32(background)  # the one full-size temporary besides the output
     brighter = float(deviation[deviation > 0].sum(dtype=np.float64))
     darker = -float(deviation[deviation < 0].sum(dtype=np.float64))
@@ -265,6 +266,13 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
         return np.zeros(g.shape, dtype=np.float32)
     deviation /= np.float32(peak)
     return np.clip(deviation, 0.0, 1.0, out=deviation)
+
+
+def _lower_median(values: np.ndarray) -> float:
+    """The median as an actual sample (lower middle): at least half the values are <= and >= it, which
+    makes `to_ink_on_dark` idempotent (the background row maps exactly to 0)."""
+    k = (values.size - 1) // 2
+    return float(np.partition(values, k)[k])
 
 
 def _border(g: np.ndarray) -> np.ndarray:
