@@ -254,10 +254,9 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     if g.ndim != 2 or g.size == 0:
         raise ImageError(f"expected a non-empty 2-D gray image, got shape {g.shape}")
     background = _lower_median(_border(g))
-    deviation = g - np.float32(background)  # the one full-size temporary besides the output
-    brighter = float(deviation[deviation > 0].sum(dtype=np.float64))
-    darker = -float(deviation[deviation < 0].sum(dtype=np.float64))
-    if darker > brighter or (darker == brighter and background > 0.5):
+    deviation = g - np.float32(background)  # the one full-size temporary: it becomes the output
+    balance = float(deviation.sum(dtype=np.float64))  # (mass brighter than background) - (mass darker)
+    if balance < 0 or (balance == 0 and background > 0.5):
         np.subtract(np.float32(background), g, out=deviation)  # (not negation: that leaves -0.0)
         peak = background - float(g.min())
     else:
@@ -468,10 +467,10 @@ def kmeans_buckets(
     rng = np.random.default_rng(seed)
     centers = _kmeans_pp_init(points, min(k, len(np.unique(points, axis=0))), rng)
     labels = np.zeros(len(points), dtype=np.int64)
-    for _ in range(iters):
+    for it in range(iters):
         dist = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
         new_labels = dist.argmin(axis=1)
-        if _ > 0 and np.array_equal(new_labels, labels):
+        if it > 0 and np.array_equal(new_labels, labels):
             break
         labels = new_labels
         for c in range(len(centers)):
