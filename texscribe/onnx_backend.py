@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,23 +178,85 @@ def export_onnx(
     return ExportResult(out, files, time.perf_counter() - start, quantize == "int8")
 
 
+def export_model_file(
+    name_or_path: str, out_dir: str | Path, *, quantize: str | None = None, opset: int = OPSET
+) -> ExportResult:
+    """Export a shipped model or model file (what `texscribe export` does); its config/vocab/meta travel along."""
+    from texscribe.inference import load_model
+
+    loaded = load_model(name_or_path, backend="torch").models[0]
+    meta = {**loaded.meta, "exported_from": loaded.path.name}
+    return export_onnx(
+        loaded.backend,
+        loaded.vocab,
+        out_dir,
+        config=loaded.config.to_dict(),
+        meta=meta,
+        quantize=quantize,
+        opset=opset,
+        example_size=_example_size(loaded.config.data.img_max_height, loaded.config.data.img_max_width),
+    )
+
+
+def _example_size(max_height: int, max_width: int) -> tuple[int, int]:
+    """A modest trace size within the model's input range (tracing cost grows with it)."""
+    return (min(64, max_height), min(256, max_width))
+
+
+def check_export(name_or_path: str, export_dir: str | Path, images: int = 3, max_len: int = 50) -> str:
+    """Compare onnxruntime with torch on random images of several sizes: encoder |diff| and greedy tokens.
+
+    Raises `TexscribeError` when a float (non-quantised) export's features differ by more than 1e-3:
+    that export would not decode like the model it came from.
+    """
+    from texscribe.decoding import greedy_decode
+    from texscribe.inference import load_model
+
+    torch_model = load_model(name_or_path, backend="torch").models[0].backend
+    onnx_model = OnnxBackend(export_dir)
+    generator = torch.Generator().manual_seed(0)
+    worst, same = 0.0, 0
+    for i in range(images):
+        height, width = 32 + 24 * i, 96 + 80 * i
+        batch = torch.rand(1, 1, height, width, generator=generator)
+        mask = torch.zeros(1, height, width, dtype=torch.bool)
+        with torch.inference_mode():
+            a, b = torch_model.encode(batch, mask), onnx_model.encode(batch, mask)
+        worst = max(worst, float((a.features - b.features).abs().max()))
+        same += greedy_decode(torch_model, batch, mask, max_len) == greedy_decode(
+            onnx_model, batch, mask, max_len
+        )
+    if not onnx_model.quantized and worst > 1e-3:
+        raise TexscribeError(
+            f"{export_dir}: onnxruntime features differ from torch by {worst:.2e} (> 1e-3); "
+            "the export is wrong for this model, please report it with the model config"
+        )
+    return (
+        f"check: {images} random images, encoder max |onnx - torch| = {worst:.2e}, "
+        f"greedy tokens identical for {same}/{images}"
+    )
+
+
 def _export(module, args, path, input_names, output_names, dynamic_axes, opset) -> None:
     # The exporter restores the wrapper's train/eval flag recursively afterwards: a fresh wrapper
     # (training=True) would flip the wrapped model into training mode, so set eval first.
     module.eval()
-    # The TorchScript exporter (dynamo=False) needs nothing beyond onnx; the dynamo exporter would
-    # specialise the empty first-step cache and needs extra packages.
-    torch.onnx.export(
-        module,
-        args,
-        str(path),
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_axes=dynamic_axes,
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    # The TorchScript exporter (dynamo=False) takes dynamic axes by name and needs nothing beyond
+    # onnx. Its tracer warns about Python checks on shapes (input validation), which do not change
+    # the graph for valid inputs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def _quantize_dynamic(out: Path) -> None:

@@ -52,6 +52,7 @@ class ServerSettings:
     model: str = "default"
     backend: str = "torch"  # torch | onnx
     workers: int = 2  # inference threads
+    threads: int | None = None  # CPU threads per worker; None: the available CPUs split between workers
     max_upload_bytes: int = 10 * 1024 * 1024  # per image
     max_pixels: int = 16_000_000  # per image, checked from the header before decoding
     max_batch: int = 16  # images per batch request
@@ -67,7 +68,8 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     settings = settings or ServerSettings()
     from texscribe.inference import available_cpus, load_model
 
-    threads = max(1, available_cpus() // settings.workers)  # workers x threads <= the CPUs we may use
+    # workers x threads <= the CPUs we may use: oversubscribed torch/OpenMP threads spin and crawl
+    threads = settings.threads or max(1, available_cpus() // settings.workers)
     if recognizer is None:
         recognizer = load_model(
             settings.model, backend=settings.backend, num_threads=threads, max_pixels=settings.max_pixels
@@ -339,13 +341,12 @@ def _model_name(model: str) -> str:
 
 
 def _model_info(recognizer: Any, settings: ServerSettings) -> schemas.ModelInfo:
-    vocab = getattr(recognizer, "vocab", None)
     return schemas.ModelInfo(
         name=_model_name(settings.model),
         backend=settings.backend,
-        vocab_size=len(vocab) if vocab is not None else 0,
+        vocab_size=len(recognizer.vocab),
         max_beam=settings.max_beam,
-        meta=_jsonable(getattr(recognizer, "meta", {}) or {}),
+        meta=_jsonable(recognizer.models[0].meta or {}),
     )
 
 

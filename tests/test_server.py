@@ -1,0 +1,397 @@
+"""REST API: good requests give the library's predictions; every malformed request gets its 4xx JSON error.
+
+The model is the `tiny` preset with untrained (seeded) weights saved as a real model file: the whole
+plumbing (model file -> load_model -> preprocess -> decode -> JSON) runs, only accuracy is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from texscribe.checkpoint import save_model_file
+from texscribe.config import load_config
+from texscribe.inference import load_model
+from texscribe.latex import Vocab, to_latex
+from texscribe.models.registry import build_model
+from texscribe.server import ServerSettings, create_app
+from texscribe.server.limits import ApiError
+from texscribe.server.pool import InferencePool
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+
+MAX_TOKENS = 6
+UPLOAD_LIMIT = 300_000
+STATIC = Path(__file__).resolve().parents[1] / "texscribe" / "server" / "static"
+
+
+def make_tiny_model(path: Path) -> Path:
+    """The tiny preset with seeded, untrained weights, saved as a self-describing model file."""
+    torch.manual_seed(0)
+    config = load_config("tiny")
+    vocab = Vocab(["x", "y", "2", "+", "=", "\\frac", "{", "}", "^", "_", "1", "a", "-", "(", ")"])
+    model = build_model(config.model, len(vocab))
+    return save_model_file(path, config, vocab, model.state_dict(), meta={"note": "untrained test model"})
+
+
+def formula_png(text: str = "x+2", width: int = 220, height: int = 70, invert: bool = False) -> bytes:
+    """A rendered formula-like image (dark ink on white, as a screenshot would be)."""
+    img = np.full((height, width), 255, np.uint8)
+    cv2.putText(img, text, (10, height - 20), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 0, 3)
+    if invert:
+        img = 255 - img
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def settings(model_file) -> ServerSettings:
+    return ServerSettings(
+        model=str(model_file),
+        workers=1,
+        threads=1,
+        max_upload_bytes=UPLOAD_LIMIT,
+        max_pixels=1_000_000,
+        max_batch=3,
+        max_beam=4,
+        max_tokens=MAX_TOKENS,
+        timeout_s=60,
+        digits=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with fastapi_testclient.TestClient(create_app(settings)) as c:
+        yield c
+
+
+def assert_error(response, status: int, code: str, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    for word in words:
+        assert word.lower() in error["message"].lower(), error
+    return error
+
+
+# ----------------------------------------------------------------------------------------------- good requests
+def test_multipart_predict_matches_the_library(client, model_file):
+    png = formula_png()
+    r = client.post("/v1/predict", files={"file": ("f.png", png, "image/png")}, data={"beam": "1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = load_model(str(model_file), num_threads=1).predict(png, max_len=MAX_TOKENS)
+    assert body["latex"] == expected.latex
+    assert body["tokens"] == expected.tokens
+    assert body["latex"] == to_latex(body["tokens"])
+    assert body["score"] == pytest.approx(expected.score, abs=1e-6)
+    assert 0.0 <= body["min_prob"] <= body["score"] <= 1.0
+    assert body["beam"] == 1
+    timing = body["timing_ms"]
+    assert set(timing) == {"queue", "decode", "inference", "total"}
+    assert timing["total"] >= timing["inference"] > 0
+
+
+def test_json_predict_with_beam_and_data_url(client):
+    png = formula_png("a-1")
+    plain = client.post("/v1/predict", json={"image_base64": base64.b64encode(png).decode(), "beam": 3})
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["beam"] == 3
+    data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+    again = client.post("/v1/predict", json={"image_base64": data_url, "beam": 3})
+    assert again.status_code == 200
+    assert again.json()["tokens"] == plain.json()["tokens"]
+
+
+def test_polarity_does_not_matter(client):
+    """White strokes on black (the canvas' other ink) decode like black on white."""
+    dark = client.post("/v1/predict", files={"file": ("a.png", formula_png(), "image/png")}).json()
+    light = client.post(
+        "/v1/predict", files={"file": ("b.png", formula_png(invert=True), "image/png")}
+    ).json()
+    assert dark["tokens"] == light["tokens"]
+
+
+def test_batch_multipart_keeps_order_and_isolates_bad_items(client):
+    files = [
+        ("files", ("one.png", formula_png("x"), "image/png")),
+        ("files", ("broken.png", b"\x89PNG\r\n\x1a\n not really", "image/png")),
+        ("files", ("three.png", formula_png("y=2"), "image/png")),
+    ]
+    r = client.post("/v1/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 3 and body["failed"] == 1
+    assert [item["index"] for item in body["results"]] == [0, 1, 2]
+    assert [item["filename"] for item in body["results"]] == ["one.png", "broken.png", "three.png"]
+    assert body["results"][1]["result"] is None
+    assert body["results"][1]["error"]["code"] == "invalid_image"
+    assert "broken.png" in body["results"][1]["error"]["message"]
+    assert body["results"][0]["result"]["latex"] == to_latex(body["results"][0]["result"]["tokens"])
+
+
+def test_batch_json_list(client):
+    images = [base64.b64encode(formula_png(t)).decode() for t in ("x", "2")]
+    r = client.post("/v1/predict/batch", json={"images": images, "beam": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == 2 and r.json()["failed"] == 0
+    single = client.post("/v1/predict", json={"image_base64": images[1], "beam": 2}).json()
+    assert r.json()["results"][1]["result"]["tokens"] == single["tokens"]
+
+
+def test_health_and_models(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model"] == "tiny.pt" and health["backend"] == "torch"
+    assert health["workers"] == 1 and health["pending"] == 0
+    models = client.get("/v1/models").json()
+    (info,) = models["models"]
+    assert info["name"] == "tiny.pt" and info["vocab_size"] == 19 and info["max_beam"] == 4
+    assert info["meta"]["note"] == "untrained test model"
+    assert models["digits"] is False
+
+
+# ----------------------------------------------------------------------------------------------- bad requests
+def test_unsupported_content_types(client):
+    assert_error(client.post("/v1/predict", content=b"hello", headers={"content-type": "text/plain"}), 415,
+                 "unsupported_media_type", "text/plain")  # fmt: skip
+    assert_error(client.post("/v1/predict", content=b"hello"), 415, "unsupported_media_type")
+    r = client.post("/v1/predict", files={"file": ("notes.txt", b"x + 2", "text/plain")})
+    assert_error(r, 415, "unsupported_media_type", "notes.txt", "text/plain")
+
+
+def test_empty_bodies(client):
+    assert_error(client.post("/v1/predict", content=b"", headers={"content-type": "application/json"}), 400,
+                 "empty_body")  # fmt: skip
+    assert_error(client.post("/v1/predict", json={"image_base64": ""}), 400, "empty_body", "image_base64")
+    r = client.post("/v1/predict", files={"file": ("empty.png", b"", "image/png")})
+    assert_error(r, 400, "empty_body", "empty.png")
+    assert_error(client.post("/v1/predict/batch", json={"images": []}), 400, "empty_batch")
+
+
+def test_malformed_json_and_fields(client):
+    bad = client.post(
+        "/v1/predict", content=b'{"image_base64": ', headers={"content-type": "application/json"}
+    )
+    assert_error(bad, 400, "invalid_json")
+    assert_error(client.post("/v1/predict", json={"beam": 2}), 422, "invalid_request", "image_base64")
+    assert_error(client.post("/v1/predict", json={"image_base64": "aGk=", "path": "/etc/passwd"}), 422,
+                 "invalid_request", "path")  # fmt: skip
+    assert_error(client.post("/v1/predict", json=["not", "an", "object"]), 422, "invalid_request")
+
+
+def test_invalid_base64(client):
+    assert_error(client.post("/v1/predict", json={"image_base64": "!!not base64!!"}), 400, "invalid_base64")
+    assert_error(
+        client.post("/v1/predict", json={"image_base64": "data:image/png,abc"}), 400, "invalid_base64"
+    )
+
+
+def test_truncated_and_non_images(client):
+    png = formula_png()
+    r = client.post("/v1/predict", files={"file": ("cut.png", png[: len(png) // 2], "image/png")})
+    assert_error(r, 422, "invalid_image", "cut.png", "truncated")
+    r = client.post("/v1/predict", json={"image_base64": base64.b64encode(b"%PDF-1.4 hello").decode()})
+    assert_error(r, 422, "invalid_image", "not a supported image")
+    blank = cv2.imencode(".png", np.zeros((40, 40), np.uint8))[1].tobytes()
+    assert_error(client.post("/v1/predict", files={"file": ("blank.png", blank, "image/png")}), 422,
+                 "invalid_image", "ink")  # fmt: skip
+
+
+def test_upload_too_large_is_413(client):
+    big = b"\x89PNG" + bytes(UPLOAD_LIMIT * 2)
+    r = client.post("/v1/predict", files={"file": ("big.png", big, "image/png")})
+    assert_error(r, 413, "payload_too_large", "limit")
+    r = client.post("/v1/predict", json={"image_base64": base64.b64encode(big).decode()})
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_body_limit_is_checked_while_streaming(client):
+    """No Content-Length (chunked): the body is cut off once it passes the limit."""
+    sent = []
+
+    def chunks():
+        for _ in range(100):
+            sent.append(1)
+            yield bytes(64 * 1024)
+
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_image_over_pixel_limit(client):
+    huge = cv2.imencode(".png", np.zeros((1200, 1200), np.uint8))[1].tobytes()  # 1.44 Mpx > 1 Mpx, small file
+    r = client.post("/v1/predict", files={"file": ("huge.png", huge, "image/png")})
+    assert_error(r, 422, "invalid_image", "1,440,000", "limit")
+
+
+def test_beam_and_count_limits(client):
+    png = formula_png()
+    files = {"file": ("f.png", png, "image/png")}
+    assert_error(client.post("/v1/predict", files=files, data={"beam": "99"}), 422, "invalid_request", "beam")
+    assert_error(
+        client.post("/v1/predict", files=files, data={"beam": "wide"}), 422, "invalid_request", "beam"
+    )
+    many = [("files", (f"{i}.png", png, "image/png")) for i in range(4)]
+    assert_error(client.post("/v1/predict/batch", files=many), 413, "too_many_images", "3")
+    two = [("file", (f"{i}.png", png, "image/png")) for i in range(2)]
+    assert_error(client.post("/v1/predict", files=two), 413, "too_many_images", "batch")
+
+
+def test_missing_file_part(client):
+    r = client.post("/v1/predict", files={"image": ("f.png", formula_png(), "image/png")})
+    assert_error(r, 400, "missing_file", "'file'", "image")
+    r = client.post(
+        "/v1/predict", data={"beam": "1"}, headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] in {"missing_file", "invalid_multipart"}
+
+
+def test_client_file_names_are_only_labels(client):
+    files = [
+        ("files", ("../../etc/passwd", b"junk", "image/png")),
+        ("files", ("C:\\x\\y.png", b"junk", "image/png")),
+    ]
+    body = client.post("/v1/predict/batch", files=files).json()
+    assert [item["filename"] for item in body["results"]] == ["passwd", "y.png"]
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert_error(client.get("/v1/nope"), 404, "not_found", "/v1/nope")
+    assert_error(client.get("/v1/predict"), 405, "method_not_allowed")
+
+
+def test_no_user_mistake_gives_a_500(client):
+    png = formula_png()
+    cases = [
+        dict(content=b"\xff\xfe\x00", headers={"content-type": "application/json"}),
+        dict(content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}),
+        dict(content=b"null", headers={"content-type": "application/json"}),
+        dict(json={"image_base64": 12}),
+        dict(json={"image_base64": base64.b64encode(png).decode(), "beam": "three"}),
+        dict(json={"image_base64": base64.b64encode(png[:40]).decode()}),
+        dict(files={"file": ("x.gif", b"GIF89a\x01\x00\x01\x00", "image/gif")}),
+        dict(files={"file": ("x.bmp", b"BM" + bytes(60), "image/bmp")}),
+    ]
+    for case in cases:
+        for path in ("/v1/predict", "/v1/predict/batch"):
+            r = client.post(path, **case)
+            assert 400 <= r.status_code < 500 or r.status_code == 200, (path, case, r.status_code, r.text)
+            if r.status_code != 200:
+                assert set(r.json()["error"]) == {"code", "message"}
+
+
+# ----------------------------------------------------------------------------------------------- timeouts and load
+def test_timeout_gives_504(settings):
+    from dataclasses import replace
+
+    app = create_app(replace(settings, timeout_s=0.001, max_tokens=50))  # decoding 50 tokens takes longer
+    with fastapi_testclient.TestClient(app) as c:
+        r = c.post("/v1/predict", files={"file": ("f.png", formula_png(), "image/png")})
+    assert_error(r, 504, "timeout", "--timeout-s")
+
+
+def test_pool_rejects_when_full_and_drops_expired_queued_calls():
+    async def scenario():
+        pool = InferencePool(workers=1, max_pending=2)
+        release = threading.Event()
+        ran = []
+
+        def blocking():
+            release.wait(5)
+            ran.append("first")
+            return "first"
+
+        def second():
+            ran.append("second")
+            return "second"
+
+        first = asyncio.create_task(pool.run(blocking, timeout_s=5))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(pool.run(second, timeout_s=0.1))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ApiError) as busy:
+            await pool.run(second, timeout_s=1)
+        assert busy.value.status == 503 and busy.value.code == "busy"
+        with pytest.raises(ApiError) as late:
+            await queued
+        assert late.value.status == 504 and "still queued" in late.value.message
+        release.set()
+        result, waited = await first
+        assert result == "first" and waited < 0.05
+        await asyncio.sleep(0.05)
+        assert ran == ["first"]  # the expired call never ran
+        assert pool.pending == 0
+        pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_requests_all_succeed(client):
+    png = formula_png()
+    results = []
+
+    def call():
+        results.append(client.post("/v1/predict", files={"file": ("f.png", png, "image/png")}))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.perf_counter() - start < 60
+    assert [r.status_code for r in results] == [200] * 4
+    assert len({tuple(r.json()["tokens"]) for r in results}) == 1
+
+
+# ----------------------------------------------------------------------------------------------- pages and docs
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+
+
+def test_docs_page_is_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "swagger-ui" in page.text
+    assert not EXTERNAL.search(page.text), "docs page loads something from another host"
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert assets and all(a.startswith("/") for a in assets)
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/predict", "/v1/predict/batch", "/v1/digits", "/v1/models", "/healthz"):
+        assert path in spec["paths"]
+    content = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(content)
+
+
+def test_web_page_and_assets_are_local(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp
+    assert not EXTERNAL.search(page.text)
+    for asset in re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", page.text):
+        assert client.get(asset).status_code == 200, asset
+    for name in ("app.js", "style.css", "index.html"):
+        assert "http" not in (STATIC / name).read_text(encoding="utf-8").replace("http-equiv", "")
+    css = client.get("/static/vendor/katex/katex.min.css").text
+    fonts = sorted(set(re.findall(r"url\((fonts/[^)]+\.woff2)\)", css)))
+    assert fonts and all(client.get(f"/static/vendor/katex/{f}").status_code == 200 for f in fonts)
+    assert (STATIC / "vendor" / "katex" / "LICENSE").is_file()
