@@ -224,3 +224,36 @@ def test_bad_arguments():
         decode(model, *toy_batch([1]), beam=0)
     with pytest.raises(ValueError, match="at least one"):
         decode([], *toy_batch([1]))
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        {"name": "transformer", "num_layers": 2, "num_heads": 4, "ff_dim": 64, "dropout": 0.0},
+        {"name": "rnn_attention", "cell": "lstm", "hidden_dim": 32, "embed_dim": 16, "attn_dim": 16},
+    ],
+    ids=["transformer", "rnn_attention"],
+)
+def test_real_decoders_beam_one_equals_greedy_and_ensemble_of_one(decoder):
+    """The same properties on the project's own (untrained) decoders, with their real caches."""
+    from texscribe.config import ModelConfig
+    from texscribe.models.registry import build_model
+
+    encoder = {"name": "densenet", "growth": 8, "depth": 4, "num_blocks": 3}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, encoder=encoder, decoder=decoder), vocab_size=12).eval()
+    images = torch.rand(3, 1, 32, 64)
+    mask = torch.zeros(3, 32, 64, dtype=torch.bool)
+    mask[1, :, 48:] = True  # a padded image in the batch
+    images[mask.unsqueeze(1)] = 0.0
+    greedy = greedy_decode(model, images, mask, max_len=10)
+    assert [h.tokens for h in decode(model, images, mask, beam=1, max_len=10)] == greedy
+    beam = decode(model, images, mask, beam=3, max_len=10)
+    ensemble = decode([model, model], images, mask, beam=3, max_len=10)
+    assert [h.tokens for h in beam] == [h.tokens for h in ensemble]
+    for hyp in beam:  # beam 3 never scores below the greedy path's own normalised score
+        assert all(t >= 3 for t in hyp.tokens) and len(hyp.tokens) <= 10
+    assert all(
+        isinstance(h.r2l_score, float)
+        for h in decode(model, images, mask, beam=2, max_len=6, r2l_rescore=True)
+    )

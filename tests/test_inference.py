@@ -1,0 +1,165 @@
+"""load_model / Recognizer on a real (tiny, untrained) model file saved with `save_model_file`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from texscribe import inference
+from texscribe.checkpoint import save_model_file
+from texscribe.config import load_config
+from texscribe.errors import ImageError, ModelLoadError
+from texscribe.latex import Vocab, to_latex
+from texscribe.models.registry import build_model
+
+TOKENS = ["x", "y", "1", "2", "+", "-", "=", "\\frac", "{", "}", "^", "_", "\\sqrt"]
+MAX_LEN = 8
+
+
+def save_tiny(path: Path, seed: int = 0, tokens=TOKENS, bidirectional: bool = False) -> Path:
+    cfg = load_config("tiny", [f"train.bidirectional={str(bidirectional).lower()}"])
+    vocab = Vocab(tokens)
+    torch.manual_seed(seed)
+    return save_model_file(path, cfg, vocab, build_model(cfg.model, len(vocab)).state_dict())
+
+
+def formula_image(text: str, width: int = 160) -> np.ndarray:
+    """Dark text on white paper, uint8 — what a user photographs or screenshots."""
+    img = np.full((48, width), 255, np.uint8)
+    cv2.putText(img, text, (4, 34), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0, 2)
+    return img
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_path):
+    return inference.load_model(model_path)
+
+
+def test_predict_one_image_gives_a_consistent_prediction(recognizer):
+    pred = recognizer.predict(formula_image("x+1"), max_len=MAX_LEN)
+    assert isinstance(pred, inference.Prediction)
+    assert pred.latex == to_latex(pred.tokens)
+    assert all(t in TOKENS for t in pred.tokens) and len(pred.tokens) <= MAX_LEN
+    assert 0.0 < pred.min_prob <= pred.score <= 1.0
+    assert pred.seconds > 0 and pred.source == "<ndarray 0>"
+    assert torch.get_num_threads() == inference.available_cpus()
+
+
+def test_every_input_kind_gives_the_same_result_in_order(recognizer, tmp_path):
+    images = [formula_image("x+1"), formula_image("y=2", 220), formula_image("1-x", 100)]
+    png_path = tmp_path / "a.png"
+    cv2.imwrite(str(png_path), images[0])
+    png_bytes = cv2.imencode(".png", images[1])[1].tobytes()
+    pil = Image.fromarray(images[2]).convert("RGB")
+    mixed = recognizer.predict([str(png_path), png_bytes, pil], max_len=MAX_LEN)
+    arrays = recognizer.predict(images, max_len=MAX_LEN)
+    assert [p.tokens for p in mixed] == [p.tokens for p in arrays]
+    assert [p.source for p in mixed] == [str(png_path), "<bytes 1>", "<Image 2>"]
+    # batched (sorted by size, padded) == one at a time
+    for img, batched in zip(images, arrays):
+        alone = recognizer.predict(img, max_len=MAX_LEN)
+        assert alone.tokens == batched.tokens
+        assert alone.score == pytest.approx(batched.score, abs=1e-4)
+
+
+def test_pil_modes_are_accepted(recognizer):
+    base = Image.fromarray(formula_image("x"))
+    for mode in ("L", "RGB", "RGBA", "P", "CMYK", "1", "I;16", "F"):
+        pred = recognizer.predict(base.convert(mode), max_len=4)
+        assert pred.latex == to_latex(pred.tokens)
+
+
+def test_beam_search_and_r2l_run_through_the_recognizer(tmp_path):
+    rec = inference.load_model(save_tiny(tmp_path / "bi.pt", bidirectional=True))
+    assert rec.bidirectional
+    img = formula_image("x^2")
+    greedy = rec.predict(img, max_len=MAX_LEN)
+    assert rec.predict(img, beam=1, max_len=MAX_LEN).tokens == greedy.tokens
+    for r2l in (None, False, True):
+        pred = rec.predict(img, beam=3, max_len=MAX_LEN, r2l=r2l)
+        assert 0.0 < pred.min_prob <= pred.score <= 1.0
+
+
+def test_ensemble_of_the_same_model_matches_the_model(model_path, recognizer):
+    ens = inference.load_model([model_path, model_path])
+    img = formula_image("1+y")
+    assert ens.predict(img, max_len=MAX_LEN).tokens == recognizer.predict(img, max_len=MAX_LEN).tokens
+
+
+def test_ensemble_needs_one_vocabulary(model_path, tmp_path):
+    other = save_tiny(tmp_path / "other.pt", tokens=["a", "b"])
+    with pytest.raises(ModelLoadError, match="different vocabularies"):
+        inference.load_model([model_path, other])
+
+
+def test_bad_images_raise_image_error_naming_the_input(recognizer, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ImageError, match="broken.png"):
+        recognizer.predict([formula_image("x"), str(bad)])
+    with pytest.raises(ImageError):
+        recognizer.predict(b"")
+    with pytest.raises(ImageError, match="no ink|blank"):
+        recognizer.predict(np.full((40, 40), 255, np.uint8))
+
+
+def test_model_loading_errors_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setitem(inference.SHIPPED, "default", "not-shipped-here.pt")
+    with pytest.raises(ModelLoadError, match="not installed.*--model"):
+        inference.load_model("default")
+    with pytest.raises(ModelLoadError, match="no model named"):
+        inference.load_model(str(tmp_path / "nope.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"definitely not torch")
+    with pytest.raises(ModelLoadError, match="junk.pt"):
+        inference.load_model(junk)
+    with pytest.raises(ModelLoadError, match="unknown backend"):
+        inference.load_model(junk, backend="tflite")
+    with pytest.raises(ModelLoadError, match="ONNX export"):
+        inference.load_model(tmp_path, backend="onnx")
+
+
+def test_size_batches_cover_every_image_once_within_budgets():
+    rng = np.random.default_rng(0)
+    images = [np.zeros((int(h), int(w)), np.float32) for h, w in rng.integers(20, 200, size=(37, 2))]
+    batches = inference._size_batches(images, batch_size=5, max_pixels=60_000)
+    assert sorted(i for b in batches for i in b) == list(range(37))
+    for b in batches:
+        assert len(b) <= 5
+        h = max(images[i].shape[0] for i in b)
+        w = max(images[i].shape[1] for i in b)
+        assert len(b) == 1 or h * w * len(b) <= 60_000
+
+
+def test_iter_predictions_skips_bad_items_and_keeps_order(recognizer):
+    items = [("a", formula_image("x")), ("b", b"garbage"), ("c", formula_image("y", 200))]
+    outcomes = list(inference.iter_predictions(recognizer, items, workers=2, chunk_size=2, max_len=4))
+    assert [o.source for o in outcomes] == ["a", "b", "c"] and [o.index for o in outcomes] == [0, 1, 2]
+    assert outcomes[1].prediction is None and outcomes[1].error
+    assert outcomes[0].prediction is not None and outcomes[2].prediction is not None
+
+
+def test_shipped_default_model_loads_when_present():
+    path = Path(inference.__file__).parent / "weights" / "default.pt"
+    if not path.is_file():
+        pytest.skip("no shipped default model in this checkout yet")
+    rec = inference.load_model("default")
+    pred = rec.predict(formula_image("x+1"), max_len=MAX_LEN)
+    assert pred.latex == to_latex(pred.tokens)
+
+
+def test_png_bytes_roundtrip_through_pil(recognizer):
+    buf = io.BytesIO()
+    Image.fromarray(formula_image("2")).save(buf, format="JPEG")
+    assert recognizer.predict(buf.getvalue(), max_len=4).source == "<bytes 0>"

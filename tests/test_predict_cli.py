@@ -1,0 +1,138 @@
+"""`texscribe predict`: input expansion, order, skipped files, output formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from texscribe.checkpoint import save_model_file
+from texscribe.cli import main
+from texscribe.commands.predict import expand_inputs
+from texscribe.config import load_config
+from texscribe.latex import Vocab
+from texscribe.models.registry import build_model
+
+MAX_LEN = ["--max-len", "6"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    cfg = load_config("tiny")
+    vocab = Vocab(["x", "y", "1", "2", "+", "="])
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return save_model_file(path, cfg, vocab, build_model(cfg.model, len(vocab)).state_dict())
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    """img0..img4.png of different widths, with img2.png corrupt (a PNG signature and garbage)."""
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(5):
+        img = np.full((50, 90 + 30 * i), 255, np.uint8)
+        cv2.putText(img, f"x+{i}", (4, 36), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0, 2)
+        cv2.imwrite(str(root / f"img{i}.png"), img)
+    (root / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_with_corrupt_file_keeps_order_and_reports_it(model_path, folder, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    rc = main(["predict", str(folder), "--model", str(model_path), "--format", "jsonl", "-o", str(out),
+               "--batch-size", "2", "--workers", "2", *MAX_LEN])  # fmt: skip
+    assert rc == 1  # some input skipped
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["source"]).name for r in records] == ["img0.png", "img1.png", "img3.png", "img4.png"]
+    for r in records:
+        assert set(r) >= {"latex", "score", "min_prob", "seconds"}
+        assert 0 < r["min_prob"] <= r["score"] <= 1
+    err = capsys.readouterr().err
+    assert "img2.png" in err and "skipped" in err
+    assert "notes.txt" not in err  # folders contribute image files only
+
+
+def test_order_follows_arguments_and_list_files(model_path, folder, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my images\nimgs/img4.png\n\nimgs/img0.png\n")
+    out = tmp_path / "out.tsv"
+    args = [
+        "predict",
+        str(folder / "img3.png"),
+        f"@{listing}",
+        str(folder / "img1*.png"),
+        str(tmp_path / "nope.png"),
+    ]
+    rc = main([*args, "--model", str(model_path), "--format", "tsv", "-o", str(out), *MAX_LEN])
+    assert rc == 1
+    lines = out.read_text().splitlines()
+    assert lines[0] == "source\tlatex\tscore\tmin_prob\tseconds"
+    assert [Path(line.split("\t")[0]).name for line in lines[1:]] == [
+        "img3.png",
+        "img4.png",
+        "img0.png",
+        "img1.png",
+    ]
+    assert "nope.png: no such file or folder" in capsys.readouterr().err
+
+
+def test_single_image_prints_bare_latex_and_succeeds(model_path, folder, capsys):
+    rc = main(["predict", str(folder / "img0.png"), "--model", str(model_path), *MAX_LEN])
+    assert rc == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and "\t" not in lines[0]
+    assert "%|" not in captured.err  # no progress bar for a single image
+
+
+def test_batch_results_equal_single_image_results(model_path, folder, capsys):
+    main(["predict", str(folder), "--model", str(model_path), "--format", "tsv", "--no-progress", *MAX_LEN])
+    batched = {
+        Path(r.split("\t")[0]).name: r.split("\t")[1] for r in capsys.readouterr().out.splitlines()[1:]
+    }
+    for name in ("img0.png", "img4.png"):
+        main(["predict", str(folder / name), "--model", str(model_path), *MAX_LEN])
+        assert capsys.readouterr().out.strip() == batched[name]
+
+
+def test_expand_inputs(folder, tmp_path):
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "deep.bmp"), np.zeros((5, 5), np.uint8))
+    paths, problems = expand_inputs(
+        [str(folder), str(tmp_path / "missing"), "@" + str(tmp_path / "none.txt")]
+    )
+    assert [Path(p).name for p in paths] == [
+        "img0.png",
+        "img1.png",
+        "img2.png",
+        "img3.png",
+        "img4.png",
+        "deep.bmp",
+    ]
+    assert [reason for _, reason in problems][0] == "no such file or folder"
+    assert problems[1][1].startswith("cannot read list file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert expand_inputs([str(empty), str(tmp_path / "*.nothing")])[1] == [
+        (str(empty), "folder holds no image files"),
+        (str(tmp_path / "*.nothing"), "pattern matches no files"),
+    ]
+
+
+def test_missing_model_is_a_clean_error(folder, capsys):
+    rc = main(["predict", str(folder / "img0.png"), "--model", "/nonexistent/model.pt"])
+    assert rc == 2
+    assert "no model named" in capsys.readouterr().err
+
+
+def test_help_documents_the_confidence_score(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "NOT the probability that the LaTeX is correct" in out and "CONFIDENCE.md" in out
