@@ -136,6 +136,26 @@ def test_prepare_is_idempotent_and_resumes(tmp_path):
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"e{i}.png" for i in (1, 2, 4, 5)]
 
 
+def test_interrupted_run_resumes(tmp_path, monkeypatch):
+    import texscribe.data.prepare as prep
+
+    src = comer_tree(tmp_path / "src")
+    real_render, calls = prep._render, []
+
+    def flaky(job, settings):
+        calls.append(job.id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C while the third image was being written
+        return real_render(job, settings)
+
+    monkeypatch.setattr(prep, "_render", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([f"{src}:train"], tmp_path / "out", workers=1, progress=False)
+    monkeypatch.setattr(prep, "_render", real_render)
+    resumed = prepare([f"{src}:train"], tmp_path / "out", workers=1, progress=False)
+    assert resumed.reused == 2 and resumed.kept == 5 and resumed.written == 3
+
+
 def test_parallel_workers_match_serial(tmp_path):
     files = {f"data/train/img/p{i}.bmp": bmp(strokes(i)) for i in range(40)}
     files["data/train/caption.txt"] = "".join(f"p{i}\tx + {i % 10}\n" for i in range(40))

@@ -252,11 +252,11 @@ def prepare(
         records[item_id] = PreparedRecord(item_id, out / IMAGES_DIR / name, tokens, source, height, width)
         result.per_source[source]["kept"] += 1
 
+    streams = [open_source(spec, format) for spec in specs]  # every source checked before any work
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         with (out / STATE).open("a", encoding="utf-8") as state_log:
-            for spec in specs:
-                items = open_source(spec, format)
+            for spec, items in zip(specs, streams):
                 if limit is not None:
                     items = itertools.islice(items, limit)
                 with tqdm(desc=f"prepare {spec}", unit="item", disable=not progress) as bar:
@@ -273,10 +273,13 @@ def prepare(
                                 result.written += 1
                                 state_log.write(f"{job.dest.name}\t{job.key}\t{outcome[1]}\t{outcome[2]}\n")
                         state_log.flush()
-    finally:
+    except BaseException:
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.terminate()  # Ctrl-C or an error: do not wait for queued images
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
 
     kept = [records[i] for i in seen if i in records]
     result.kept = len(kept)
