@@ -246,6 +246,22 @@ def test_polarity_on_grey_noisy_paper():
     assert_canonical(images.to_ink_on_dark(np.clip(a, 0, 1)), ink_min=0.85, bg_max=0.08)
 
 
+def test_photo_with_a_shadow_is_flattened():
+    """Paper lit from 0.95 (left) to 0.4 (right), ink reflecting 25% of it: the shadow must not become ink."""
+    rng = np.random.default_rng(0)
+    ink = np.zeros((300, 900), np.uint8)
+    cv2.putText(ink, "a+b=c", (100, 200), cv2.FONT_HERSHEY_SIMPLEX, 5, 255, 12)
+    paper = np.linspace(0.95, 0.4, 900)[None, :] * np.linspace(1.0, 0.85, 300)[:, None]
+    photo = np.clip(paper * np.where(ink > 0, 0.25, 1.0) + rng.normal(0, 0.01, ink.shape), 0, 1)
+    out = images.load_image((photo * 255).astype(np.uint8))
+    on = ink > 0
+    assert out[on].mean() > 0.85 and np.percentile(out[on], 5) > 0.8  # even contrast in the shadow too
+    assert out[~on].mean() < 0.02 and not (out[~on] > 0.5).any()
+    ys, xs = np.nonzero(on)
+    assert images.crop_to_ink(out, margin=0).shape == (np.ptp(ys) + 1, np.ptp(xs) + 1)
+    np.testing.assert_array_equal(images.to_ink_on_dark(out), out)  # canonical output is a fixed point
+
+
 def test_polarity_dark_paper_with_bright_ink_is_kept():
     a = np.where(formula_gray() == 0, 0.8, 0.25)
     assert_canonical(images.to_ink_on_dark(a), ink_min=0.99, bg_max=0.01)

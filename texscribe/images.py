@@ -47,6 +47,7 @@ FIXED_BUCKETS: list[tuple[int, int]] = sorted(
 # our own limit; the warnings filter is process-global, so that short header parse holds this lock.
 _OPEN_LOCK = threading.Lock()
 _CONTRAST_EPS = 1e-3  # images whose whole range is below this are treated as blank
+_UNEVEN_LIGHT = 0.1  # spread of border background levels above which lighting is flattened first
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -246,25 +247,30 @@ def to_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     """Gray (H, W) in [0, 1], either polarity -> canonical float32: background ≈ 0, ink ≈ 1.
 
     The background level is the (lower) median of the image border: formulas are mostly background there.
-    Ink is whatever deviates from it: if pixels darker than the background outweigh brighter ones
-    the image is dark-on-light and gets inverted. A contrast stretch then maps background -> 0 and
-    the strongest ink -> 1. Idempotent on canonical images; a flat image becomes all zeros.
+    Ink is whatever deviates from it: if the mass darker than the background outweighs the brighter mass
+    the image is dark-on-light and gets inverted. When the border is lit unevenly (a phone photo with a
+    shadow), the slowly varying background is estimated and divided out first. A contrast stretch then
+    maps background -> 0 and the strongest ink -> 1. Idempotent on canonical images; flat ones become 0.
     """
     g = np.asarray(gray, dtype=np.float32)
     if g.ndim != 2 or g.size == 0:
         raise ImageError(f"expected a non-empty 2-D gray image, got shape {g.shape}")
     background = _lower_median(_border(g))
-    deviation = g - np.float32(background)  # the one full-size temporary: it becomes the output
-    balance = float(deviation.sum(dtype=np.float64))  # (mass brighter than background) - (mass darker)
+    balance = float(g.sum(dtype=np.float64)) - background * g.size  # brighter mass - darker mass
     if balance < 0 or (balance == 0 and background > 0.5):
-        np.subtract(np.float32(background), g, out=deviation)  # (not negation: that leaves -0.0)
-        peak = background - float(g.min())
+        ink = np.subtract(np.float32(1), g)
+        background = 1.0 - background
     else:
-        peak = float(g.max()) - background
+        ink = g.copy()
+    if _unevenly_lit(ink):
+        ink = _flatten_background(ink)
+        background = _lower_median(_border(ink))
+    peak = float(ink.max()) - background
     if peak < _CONTRAST_EPS:
         return np.zeros(g.shape, dtype=np.float32)
-    deviation /= np.float32(peak)
-    return np.clip(deviation, 0.0, 1.0, out=deviation)
+    ink -= np.float32(background)
+    ink /= np.float32(peak)
+    return np.clip(ink, 0.0, 1.0, out=ink)
 
 
 def _lower_median(values: np.ndarray) -> float:
@@ -274,13 +280,51 @@ def _lower_median(values: np.ndarray) -> float:
     return float(np.partition(values, k)[k])
 
 
+def _border_width(h: int, w: int) -> int:
+    return max(1, min(h, w) // 50)  # ~2% of the short side
+
+
 def _border(g: np.ndarray) -> np.ndarray:
     """Pixels of a frame ~2% of the short side wide (at least 1 pixel) around the image."""
     h, w = g.shape
-    t = max(1, min(h, w) // 50)
+    t = _border_width(h, w)
     if 2 * t >= h or 2 * t >= w:
         return g.ravel()
     return np.concatenate([g[:t].ravel(), g[-t:].ravel(), g[t:-t, :t].ravel(), g[t:-t, -t:].ravel()])
+
+
+def _unevenly_lit(ink: np.ndarray) -> bool:
+    """True when the background (median) of the border's eight half-sides differs by more than
+    `_UNEVEN_LIGHT`: a lighting gradient, not noise (noise leaves every half-side's median alike)."""
+    h, w = ink.shape
+    t = _border_width(h, w)
+    if min(h, w) < 32:
+        return False
+    hh, hw = h // 2, w // 2
+    halves = [ink[:t, :hw], ink[:t, hw:], ink[-t:, :hw], ink[-t:, hw:],
+              ink[:hh, :t], ink[hh:, :t], ink[:hh, -t:], ink[hh:, -t:]]  # fmt: skip
+    medians = [float(np.median(part)) for part in halves]
+    return max(medians) - min(medians) > _UNEVEN_LIGHT
+
+
+def _flatten_background(ink: np.ndarray) -> np.ndarray:
+    """Remove a slowly varying background from an ink-bright image: (ink - bg) / (1 - bg).
+
+    bg is a morphological opening (erases strokes narrower than ~1/6 of the short side) computed on a
+    copy shrunk to 256 px, smoothed and scaled back up. For an inverted photo this equals dividing
+    the original by the paper brightness, which also evens out the ink contrast in the shadow.
+    """
+    h, w = ink.shape
+    f = min(1.0, 256 / max(h, w))
+    small = cv2.resize(ink, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    k = max(3, min(small.shape) // 6) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    bg_small = cv2.blur(cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel), (k, k))
+    bg = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    np.minimum(bg, np.float32(1 - 1e-3), out=bg)
+    out = ink - bg
+    out /= 1 - bg
+    return out
 
 
 def has_ink(img: np.ndarray, threshold: float = INK_THRESHOLD, min_pixels: int = 4) -> bool:
