@@ -344,8 +344,8 @@ def test_preprocess_uses_data_config():
     img = images.load_image(FORMATS["png_L"](formula_gray()))
     out = images.preprocess(img, cfg)
     assert out.shape == (32, round((120 + 8) * 32 / (24 + 8)))  # cropped 32x128, enlarged to min height
-    with pytest.raises(ImageError, match="no ink"):
-        images.preprocess(np.zeros((20, 20), np.float32), cfg)
+    with pytest.raises(ImageError, match="^blank.png: no ink"):
+        images.preprocess(np.zeros((20, 20), np.float32), cfg, origin="blank.png")
 
 
 # ------------------------------------------------------------------------------------------- files

@@ -333,7 +333,9 @@ def has_ink(img: np.ndarray, threshold: float = INK_THRESHOLD, min_pixels: int =
 
 
 # ----------------------------------------------------------------------------------------------- geometry
-def crop_to_ink(img: np.ndarray, margin: int = 4, threshold: float = INK_THRESHOLD) -> np.ndarray:
+def crop_to_ink(
+    img: np.ndarray, margin: int = 4, threshold: float = INK_THRESHOLD, *, origin: str | None = None
+) -> np.ndarray:
     """Crop a canonical image to the bounding box of pixels above `threshold`, plus `margin` pixels.
 
     The margin is exactly `margin` on every side: where the image lacks room it is padded with
@@ -344,7 +346,7 @@ def crop_to_ink(img: np.ndarray, margin: int = 4, threshold: float = INK_THRESHO
     mask = np.asarray(img) > threshold
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        raise ImageError(f"no ink: no pixel above {threshold} (blank image?)")
+        raise ImageError(f"no ink: no pixel above {threshold} (blank image?)", source=origin)
     cols = np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     h, w = img.shape
@@ -388,10 +390,13 @@ def fit_height(
     return np.clip(out, 0.0, 1.0)
 
 
-def preprocess(img: np.ndarray, data_config: DataConfig) -> np.ndarray:
-    """The one model-input transform for training AND inference: crop to ink, then `fit_height`."""
+def preprocess(img: np.ndarray, data_config: DataConfig, *, origin: str | None = None) -> np.ndarray:
+    """The one model-input transform for training AND inference: crop to ink, then `fit_height`.
+
+    Raises `ImageError` (naming `origin`) for a blank image.
+    """
     return fit_height(
-        crop_to_ink(img),
+        crop_to_ink(img, origin=origin),
         min_height=data_config.img_min_height,
         max_height=data_config.img_max_height,
         max_width=data_config.img_max_width,
