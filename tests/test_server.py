@@ -16,13 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from serving_helpers import formula_png, make_tiny_model
 
-from texscribe.checkpoint import save_model_file
-from texscribe.config import load_config
 from texscribe.inference import load_model
-from texscribe.latex import Vocab, to_latex
-from texscribe.models.registry import build_model
+from texscribe.latex import to_latex
 from texscribe.server import ServerSettings, create_app
 from texscribe.server.limits import ApiError
 from texscribe.server.pool import InferencePool
@@ -32,26 +29,6 @@ fastapi_testclient = pytest.importorskip("fastapi.testclient")
 MAX_TOKENS = 6
 UPLOAD_LIMIT = 300_000
 STATIC = Path(__file__).resolve().parents[1] / "texscribe" / "server" / "static"
-
-
-def make_tiny_model(path: Path) -> Path:
-    """The tiny preset with seeded, untrained weights, saved as a self-describing model file."""
-    torch.manual_seed(0)
-    config = load_config("tiny")
-    vocab = Vocab(["x", "y", "2", "+", "=", "\\frac", "{", "}", "^", "_", "1", "a", "-", "(", ")"])
-    model = build_model(config.model, len(vocab))
-    return save_model_file(path, config, vocab, model.state_dict(), meta={"note": "untrained test model"})
-
-
-def formula_png(text: str = "x+2", width: int = 220, height: int = 70, invert: bool = False) -> bytes:
-    """A rendered formula-like image (dark ink on white, as a screenshot would be)."""
-    img = np.full((height, width), 255, np.uint8)
-    cv2.putText(img, text, (10, height - 20), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 0, 3)
-    if invert:
-        img = 255 - img
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return buf.tobytes()
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,6 @@ from texscribe.errors import ModelLoadError, TexscribeError
 from texscribe.latex import Vocab
 from texscribe.models.interface import Cache, Memory
 
-log = logging.getLogger(__name__)
-
 ENCODER_FILE, INIT_FILE, STEP_FILE = "encoder.onnx", "decoder_init.onnx", "decoder_step.onnx"
 META_FILE, VOCAB_FILE = "model.json", "vocab.json"
 OPSET = 17
@@ -241,11 +239,12 @@ def _export(module, args, path, input_names, output_names, dynamic_axes, opset) 
     # The exporter restores the wrapper's train/eval flag recursively afterwards: a fresh wrapper
     # (training=True) would flip the wrapped model into training mode, so set eval first.
     module.eval()
-    # The TorchScript exporter (dynamo=False) takes dynamic axes by name and needs nothing beyond
-    # onnx. Its tracer warns about Python checks on shapes (input validation), which do not change
-    # the graph for valid inputs.
+    # The TorchScript exporter (dynamo=False): torch.export (dynamo=True) cannot prove the encoders'
+    # pad-to-stride arithmetic consistent for symbolic sizes (torch 2.13). The tracer warns about the
+    # Python shape checks of input validation, which do not change the graph for valid inputs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
         torch.onnx.export(
             module,
             args,
@@ -263,12 +262,18 @@ def _quantize_dynamic(out: Path) -> None:
     """Replace each graph by its dynamic int8 version (weights int8, activations quantised on the fly)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    for name in (ENCODER_FILE, INIT_FILE, STEP_FILE):
-        src = out / name
-        tmp = out / f"{name}.int8"
-        # Conv weights stay float: onnxruntime has no dynamic-int8 ConvInteger kernel on every CPU.
-        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        tmp.replace(src)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger for every graph
+    try:
+        for name in (ENCODER_FILE, INIT_FILE, STEP_FILE):
+            src = out / name
+            tmp = out / f"{name}.int8"
+            # Convs stay float: onnxruntime's CPU ConvInteger ran the tiny encoder 4x slower than float Conv.
+            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+            tmp.replace(src)
+    finally:
+        root.setLevel(level)
 
 
 # ----------------------------------------------------------------------------------------------- runtime
