@@ -365,7 +365,8 @@ def fit_height(
     then shrink further if wider than `max_width` (width wins over `min_height` in that case).
 
     INTER_AREA when shrinking (no aliasing of thin strokes), INTER_LINEAR when enlarging.
-    Returns float32 (h', w') with 1 <= h', 1 <= w' <= max_width.
+    Returns float32 (h', w') with 1 <= h', 1 <= w' <= max_width; `img` itself (as float32) when the
+    size is already right, so copy before modifying in place.
     """
     if not 1 <= min_height <= max_height or max_width < 1 or scale <= 0:
         raise ValueError(
