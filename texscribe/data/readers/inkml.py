@@ -137,10 +137,12 @@ def clean_truth(text: str) -> str:
         text = _strip(text.strip("$"))
     if "ABOVE" in text:
         try:
-            tokens = _root_index(tokenize(text))
+            tokens = tokenize(text)
+            rewritten = _root_index(tokens)
         except InputError:
             return text
-        text = to_latex(tokens)
+        if rewritten != tokens:
+            text = to_latex(rewritten)
     return text
 
 
