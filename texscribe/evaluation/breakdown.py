@@ -20,6 +20,17 @@ LENGTH_BUCKETS: list[tuple[str, int, int]] = [
 _BIG_OPS = {"\\sum", "\\prod", "\\int", "\\iint", "\\iiint", "\\oint", "\\lim", "\\bigcup", "\\bigcap"}
 _MATRIX = {"\\begin", "\\\\", "&", "\\matrix", "\\pmatrix", "\\bmatrix", "\\array", "\\cases"}
 
+# (label, lowest score inclusive, highest exclusive) of the mean token probability (Prediction.score)
+CONFIDENCE_BINS: list[tuple[str, float, float]] = [
+    ("<0.50", 0.0, 0.5),
+    ("0.50-0.70", 0.5, 0.7),
+    ("0.70-0.80", 0.7, 0.8),
+    ("0.80-0.90", 0.8, 0.9),
+    ("0.90-0.95", 0.9, 0.95),
+    ("0.95-0.99", 0.95, 0.99),
+    (">=0.99", 0.99, 1.01),
+]
+
 # name -> test on the reference tokens; a formula can belong to several structures
 STRUCTURES: dict[str, Callable[[Sequence[str]], bool]] = {
     "fraction": lambda t: any(x in ("\\frac", "\\dfrac", "\\tfrac") for x in t),
@@ -58,6 +69,14 @@ def by_structure(preds: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) 
     flags = {name: [test(r) for r in refs] for name, test in STRUCTURES.items()}
     plain = [not any(flags[name][i] for name in flags) for i in range(len(refs))]
     return _groups(preds, refs, [*flags.items(), ("plain", plain)])
+
+
+def by_confidence(
+    preds: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], scores: Sequence[float]
+) -> list[Group]:
+    """One group per confidence bin (see `CONFIDENCE_BINS`): does a higher score mean more exact matches?"""
+    selections = [(name, [lo <= s < hi for s in scores]) for name, lo, hi in CONFIDENCE_BINS]
+    return _groups(preds, refs, selections)
 
 
 def _groups(preds, refs, selections: list[tuple[str, list[bool]]]) -> list[Group]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from texscribe.errors import InputError
-from texscribe.evaluation.breakdown import by_length, by_structure
+from texscribe.evaluation.breakdown import by_confidence, by_length, by_structure
 from texscribe.metrics import compute_all, normalize_all, token_distance
 
 PREDICTIONS = "predictions.tsv"
@@ -119,6 +119,7 @@ def evaluate(
         "metrics": metrics,
         "by_length": {g.name: g.metrics for g in by_length(preds, refs)},
         "by_structure": {g.name: g.metrics for g in by_structure(preds, refs)},
+        "by_confidence": {g.name: g.metrics for g in by_confidence(preds, refs, [r.score for r in rows])},
         "skipped": [{"id": i, "reason": reason} for i, reason in skipped],
         "run": {
             "model": [str(m.path) for m in recognizer.models],

@@ -66,6 +66,13 @@ def write_report(result: Any, summary: dict[str, Any], n_worst: int = 20) -> Pat
         "",
         *_group_table(summary["by_structure"]),
         "",
+        "## By confidence",
+        "",
+        "Bins of the prediction score (mean token probability, see docs/CONFIDENCE.md): a useful score has",
+        "ExpRate rising with the bin.",
+        "",
+        *_group_table(summary["by_confidence"]),
+        "",
         *_worst_errors(result.rows, out, n_worst),
     ]
     if result.skipped:
