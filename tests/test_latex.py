@@ -11,6 +11,7 @@ from texscribe.latex import (
     NormalizeOptions,
     Vocab,
     normalize,
+    normalize_lenient,
     parse_label,
     split_label,
     to_latex,
@@ -169,6 +170,11 @@ def test_malformed_labels_raise_label_error(bad):
     with pytest.raises(LabelError) as info:
         parse_label(bad)
     assert "unbalanced" in str(info.value)
+
+
+def test_normalize_lenient_keeps_malformed_predictions():
+    assert normalize_lenient(["x", "^", "2"]) == ["x", "^", "{", "2", "}"]
+    assert normalize_lenient(["x", "^", "{", "2"]) == ["x", "^", "{", "2"]
 
 
 # --- to_latex ------------------------------------------------------------------------------

@@ -443,6 +443,15 @@ def normalize(tokens: Sequence[str], options: NormalizeOptions | None = None) ->
     return out
 
 
+def normalize_lenient(tokens: Sequence[str], options: NormalizeOptions | None = None) -> list[str]:
+    """`normalize` for model outputs: a malformed sequence (unbalanced braces) is returned as emitted, so it
+    can still be scored (a missing `}` counts as one edit) instead of raising."""
+    try:
+        return normalize(tokens, options)
+    except LabelError:
+        return list(tokens)
+
+
 def split_label(text: str, options: NormalizeOptions | None = None) -> list[str]:
     """Tokens of an already space-tokenised label (CROHME captions, im2latex .lst), normalised.
 
