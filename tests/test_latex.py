@@ -203,8 +203,9 @@ def test_to_latex_round_trips(raw):
 def test_to_latex_spacing_and_specials():
     assert to_latex(["\\alpha", "b", "\\beta", "2"]) == "\\alpha b\\beta2"
     assert to_latex(["\\sin", "x", "<unk>", "<eos>"]) == "\\sin x"
-    with pytest.raises(LabelError):
-        to_latex(["ab"])
+    for bad in (["ab"], ["\\"]):
+        with pytest.raises(LabelError, match="not a single LaTeX token"):
+            to_latex(bad)
 
 
 _ATOMS = ["x", "2", "\\alpha", "+", "(", ")", "'", "\\sin", "|", "\\infty"]

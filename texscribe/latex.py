@@ -64,7 +64,11 @@ def to_latex(tokens: Sequence[str]) -> str:
     for tok in tokens:
         if tok in SPECIALS:
             continue
-        if tokenize(tok) != [tok]:
+        try:
+            single = tokenize(tok) == [tok]
+        except LabelError:
+            single = False
+        if not single:
             raise LabelError(f"{tok!r} is not a single LaTeX token; cannot write it back as LaTeX")
         if out and _CONTROL_WORD.fullmatch(out[-1]) and (tok[0].isalpha() or tok[0] == "*"):
             out.append(" ")
@@ -208,7 +212,11 @@ def to_text(tokens: Sequence[str]) -> str:
 
 
 class _Canon:
-    """Walks the parse tree once and writes canonical tokens (see `NormalizeOptions`)."""
+    """One pass over the parse tree that writes canonical tokens (see `NormalizeOptions`).
+
+    Each `item` consumes one unit (a token with its arguments, a group, or a run of scripts) and
+    appends its canonical tokens; `normalize` repeats passes until the output is a fixed point.
+    """
 
     def __init__(self, opts: NormalizeOptions):
         self.o = opts
