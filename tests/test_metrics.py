@@ -87,3 +87,11 @@ def test_mismatched_lengths_and_empty_inputs():
     # empty prediction against a non-empty reference: all errors, BLEU 0
     out = metrics.compute_all([[]], [["a", "b"]])
     assert out["bleu4"] == 0.0 and out["edit_score"] == 0.0 and out["wer"] == 1.0
+
+
+def test_malformed_predictions_are_scored_not_rejected():
+    # an unbalanced model output is compared as emitted: one missing "}" is one token edit
+    pred, ref = [["x", "^", "{", "2"]], [["x", "^", "{", "2", "}"]]
+    assert metrics.within_k_errors(pred, ref, 1) == 1.0 and metrics.exprate(pred, ref) == 0.0
+    assert metrics.compute_all(pred, ref)["wer"] == pytest.approx(1 / 5)
+    assert metrics.latex_string(["x", "ab"]) == "xab"  # not single tokens: glued rather than failing

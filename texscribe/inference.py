@@ -33,7 +33,8 @@ import numpy as np
 from texscribe.config import Config, from_dict
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, preprocess
-from texscribe.latex import Vocab, to_latex
+from texscribe.latex import Vocab
+from texscribe.metrics import latex_string
 
 SHIPPED = {"default": "default.pt"}  # names resolved inside the package's weights/ folder
 
@@ -279,7 +280,7 @@ class Recognizer:
         logps = list(hyp.token_logprobs) + ([hyp.eos_logprob] if hyp.eos_logprob is not None else [])
         probs = [math.exp(lp) for lp in logps] or [0.0]
         return Prediction(
-            latex=to_latex(tokens),
+            latex=latex_string(tokens),
             tokens=tokens,
             score=sum(probs) / len(probs),
             min_prob=min(probs),

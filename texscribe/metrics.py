@@ -2,7 +2,7 @@
 
 Every function takes predictions and references as parallel sequences whose items are either
 token lists (`["x", "^", "{", "2", "}"]`) or raw LaTeX strings (tokenised with `latex.tokenize`).
-Both sides go through the same `latex.normalize` before comparison, so spelling variants
+Both sides go through the same `latex.normalize` (lenient) before comparison, so spelling variants
 (`x^2` vs `x^{2}`, `\\le` vs `\\leq`) never count as errors.
 
 All values are fractions in [0, 1] (CER/WER can exceed 1 when predictions are much longer than
@@ -28,14 +28,24 @@ from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-from texscribe.latex import normalize, to_latex, tokenize
+from texscribe.errors import LabelError
+from texscribe.latex import normalize_lenient, to_latex, tokenize
 
 TokenInput = Sequence[str] | str
 
 
 def normalize_all(seqs: Sequence[TokenInput]) -> list[list[str]]:
-    """Token lists (raw strings tokenised) passed through `latex.normalize`."""
-    return [normalize(tokenize(s) if isinstance(s, str) else list(s)) for s in seqs]
+    """Token lists (raw strings tokenised) passed through `latex.normalize_lenient`: a malformed model
+    output (unbalanced braces) is compared as emitted, so a missing `}` costs one edit instead of failing."""
+    return [normalize_lenient(tokenize(s) if isinstance(s, str) else list(s)) for s in seqs]
+
+
+def latex_string(tokens: Sequence[str]) -> str:
+    """`latex.to_latex`, or the tokens glued together when one of them is not a single LaTeX token."""
+    try:
+        return to_latex(tokens)
+    except LabelError:
+        return "".join(tokens)
 
 
 def token_distance(pred: Sequence[str], ref: Sequence[str]) -> int:
@@ -154,7 +164,7 @@ def _edit_score(p: list[list[str]], r: list[list[str]]) -> float:
 
 
 def _cer(p: list[list[str]], r: list[list[str]]) -> float:
-    pred_s, ref_s = [to_latex(a) for a in p], [to_latex(b) for b in r]
+    pred_s, ref_s = [latex_string(a) for a in p], [latex_string(b) for b in r]
     dist = sum(Levenshtein.distance(a, b) for a, b in zip(pred_s, ref_s))
     return dist / max(1, sum(len(b) for b in ref_s))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from texscribe.data.prepared import image_filename
 from texscribe.evaluation.breakdown import LENGTH_BUCKETS
-from texscribe.latex import to_latex
+from texscribe.metrics import latex_string
 
 PLOT = "plots/accuracy_by_length.png"
 ERRORS_DIR = "errors"
@@ -112,7 +112,7 @@ def _worst_errors(rows: list[Any], out: Path, n_worst: int) -> list[str]:
             name = image_filename(row.id)
             shutil.copyfile(row.image_path, errors_dir / name)
             image = f"![{_cell(row.id)}]({ERRORS_DIR}/{name})<br>{_cell(row.id)}"
-        ref, pred = _code(to_latex(row.ref)), _code(to_latex(row.pred))
+        ref, pred = _code(latex_string(row.ref)), _code(latex_string(row.pred))
         lines.append(f"| {image} | {ref} | {pred} | {edits} | {row.score:.3f} |")
     return lines
 
