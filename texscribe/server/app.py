@@ -444,15 +444,26 @@ _PAGE_CSP = (
 
 def _install_pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    docs_assets = resources.files("fastapi_offline") / "static"
-    app.mount("/docs-assets", StaticFiles(directory=str(docs_assets)), name="docs-assets")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})
 
+    try:  # Swagger UI's files, shipped inside the fastapi-offline package (the [serve] extra)
+        docs_assets = resources.files("fastapi_offline") / "static"
+    except ModuleNotFoundError:
+        docs_assets = None
+    if docs_assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(docs_assets)), name="docs-assets")
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
+        if docs_assets is None:
+            return HTMLResponse(
+                "<!doctype html><title>texscribe API</title><p>The interactive docs need the "
+                "<code>fastapi-offline</code> package (<code>pip install texscribe[serve]</code>). "
+                'The API description is at <a href="/openapi.json">/openapi.json</a>.</p>'
+            )
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title="texscribe API",

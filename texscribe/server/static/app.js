@@ -48,7 +48,11 @@ function toCanvas(ev) {
 pad.addEventListener("pointerdown", (ev) => {
   if (ev.button !== 0 && ev.pointerType === "mouse") return;
   ev.preventDefault();
-  pad.setPointerCapture(ev.pointerId);
+  try {
+    pad.setPointerCapture(ev.pointerId); // keep the stroke when the pointer leaves the canvas
+  } catch {
+    /* synthetic or already-released pointers cannot be captured; drawing works without it */
+  }
   clearTimeout(autoTimer);
   usingCanvas();
   // pens report pressure; mouse and touch report 0.5 while pressed

@@ -1,0 +1,231 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright against a live uvicorn server.
+
+Draws strokes (mouse, and pen/touch pointer events), undoes one, uploads an image, and waits for
+LaTeX in the editor and the KaTeX preview; every request the page makes must stay on loopback.
+A screenshot goes to a tmp path, and to docs/screenshots/web.png when TEXSCRIBE_WEB_SCREENSHOT=1
+(then the shipped `default` model is used if it is installed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from serving_helpers import formula_png, make_tiny_model
+
+CHROMIUM = os.environ.get("TEXSCRIBE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+REPO = Path(__file__).resolve().parents[1]
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TEXSCRIBE_CHROMIUM)",
+        allow_module_level=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_model(tmp_path_factory) -> str:
+    if os.environ.get("TEXSCRIBE_WEB_SCREENSHOT") == "1":
+        from texscribe.errors import ModelLoadError
+        from texscribe.inference import resolve_model_path
+
+        try:
+            return str(resolve_model_path("default"))
+        except ModelLoadError:
+            pass
+    return str(make_tiny_model(tmp_path_factory.mktemp("browser") / "tiny.pt"))
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    import uvicorn
+
+    from texscribe.server import ServerSettings, create_app
+
+    settings = ServerSettings(
+        model=pick_model(tmp_path_factory), workers=1, threads=1, max_tokens=12, digits=False
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 30 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server_url):
+    """A fresh page that records every request and refuses any that leaves loopback."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server_url)
+    pg = context.new_page()
+    pg.external_requests = []
+    pg.console_errors = []
+
+    def guard(route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            pg.external_requests.append(route.request.url)
+            route.abort()
+
+    pg.route("**/*", guard)
+    pg.on("console", lambda msg: pg.console_errors.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: pg.console_errors.append(str(exc)))
+    pg.goto(server_url + "/")
+    # the page's CSP forbids eval, so waits use locator expectations (not wait_for_function strings)
+    sync_api.expect(pg.locator("#model-info")).to_have_text(re.compile(r"^model "))
+    yield pg
+    context.close()
+
+
+def ink_pixels(page) -> int:
+    """Pixels of the canvas that differ from its background colour."""
+    return page.evaluate(
+        """() => {
+            const c = document.getElementById('pad');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - d[0]) > 64) n++;
+            return n;
+        }"""
+    )
+
+
+def draw(page, points: list[tuple[float, float]]) -> None:
+    box = page.locator("#pad").bounding_box()
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0] * box["width"], y0 + points[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x * box["width"], y0 + y * box["height"], steps=4)
+    page.mouse.up()
+
+
+def wait_for_result(page) -> str:
+    sync_api.expect(page.locator("#latex")).not_to_have_value("", timeout=60_000)
+    # KaTeX renders valid LaTeX as .katex and (throwOnError: false) invalid LaTeX as .katex-error;
+    # an untrained model's output may be either
+    page.wait_for_selector("#preview .katex, #preview .katex-error", timeout=10_000)
+    return page.input_value("#latex")
+
+
+def test_draw_undo_recognise_preview_history(page, tmp_path):
+    page.uncheck("#auto")  # recognise on demand, so the undo below is checked before any request
+    draw(page, [(0.1, 0.7), (0.2, 0.3), (0.3, 0.7)])
+    after_first = ink_pixels(page)
+    draw(page, [(0.5, 0.5), (0.7, 0.5)])
+    assert ink_pixels(page) > after_first > 0
+    page.click("#undo")
+    assert ink_pixels(page) == after_first
+    page.click("#recognize")
+    latex = wait_for_result(page)
+    assert "confidence" in page.text_content("#confidence")
+    assert page.locator("#history li").count() == 1
+    assert latex in page.text_content("#history li")
+    # the editor drives the preview: a hand-written formula renders with KaTeX
+    page.fill("#latex", "\\frac{a}{b}+x^{2}")
+    page.wait_for_selector("#preview .katex .mfrac")
+    page.click("#copy")
+    assert page.evaluate("navigator.clipboard.readText()") == "\\frac{a}{b}+x^{2}"
+    page.reload()
+    page.wait_for_selector("#history li")  # history survives a reload (localStorage)
+    shot = tmp_path / "web.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert page.external_requests == []
+    assert page.console_errors == []
+
+
+def test_upload_and_pen_strokes(page, tmp_path):
+    image = tmp_path / "formula.png"
+    image.write_bytes(formula_png("y=x+1"))
+    page.set_input_files("#file-input", str(image))
+    latex = wait_for_result(page)
+    assert latex and page.is_visible("#upload-preview")
+    # pen strokes (pointer events with pressure), white ink on black: auto-recognise after the pause
+    page.select_option("#ink", "light")
+    page.click("#clear")
+    page.fill("#latex", "")
+    page.evaluate(
+        """() => {
+            const pad = document.getElementById('pad');
+            const r = pad.getBoundingClientRect();
+            const ev = (type, x, y) => pad.dispatchEvent(new PointerEvent(type, {
+                pointerId: 7, pointerType: 'pen', pressure: 0.8, isPrimary: true, button: 0, buttons: 1,
+                bubbles: true, clientX: r.left + x * r.width, clientY: r.top + y * r.height }));
+            ev('pointerdown', 0.2, 0.5);
+            for (let i = 1; i <= 20; i++) ev('pointermove', 0.2 + i * 0.02, 0.5 + 0.2 * Math.sin(i / 3));
+            ev('pointerup', 0.6, 0.5);
+        }"""
+    )
+    assert ink_pixels(page) > 100
+    wait_for_result(page)
+    assert page.is_hidden("#upload-preview")  # drawing replaced the uploaded image as the input
+    out = REPO / "docs" / "screenshots" / "web.png"
+    if os.environ.get("TEXSCRIBE_WEB_SCREENSHOT") == "1":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
+        shutil.copyfile(tmp_path / "web.png", out)
+    assert page.external_requests == []
+    assert page.console_errors == []
+
+
+def test_server_errors_are_shown(page, tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+    import numpy as np
+
+    blank.write_bytes(cv2.imencode(".png", np.full((50, 50), 255, np.uint8))[1].tobytes())
+    page.set_input_files("#file-input", str(blank))
+    sync_api.expect(page.locator("#status")).to_have_class(re.compile("error"), timeout=30_000)
+    assert "invalid_image" in page.text_content("#status")
+    assert page.input_value("#latex") == ""
+
+
+def test_docs_page_renders_offline(page, server_url):
+    page.goto(server_url + "/docs")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= {p.replace("\u200b", "") for p in paths}
+    assert page.external_requests == []
