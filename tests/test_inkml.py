@@ -113,7 +113,7 @@ def test_latin1_file_without_declaration_is_read():
 
 def test_clean_truth_strips_dollars_and_rewrites_rit_root_index():
     assert clean_truth("  $ x^2 $ ") == "x^2"
-    assert clean_truth("$ p^2 \\ $") == "p^2 \\ "  # a control space survives
+    assert clean_truth("$ p^2 \\ $") == "p^2"  # a trailing control space draws nothing
     assert clean_truth("$ \\sqrt {648} ABOVE {4} + 8 $") == "\\sqrt[4]{648}+8"
     assert clean_truth("\\sqrt {\\sqrt {x} ABOVE {n}} ABOVE {m}") == "\\sqrt[m]{\\sqrt[n]{x}}"
     assert clean_truth("A ABOVE {b}") == "A ABOVE {b}"  # not a root: left alone

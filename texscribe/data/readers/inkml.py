@@ -147,10 +147,11 @@ def clean_truth(text: str) -> str:
 
 
 def _strip(text: str) -> str:
-    """Strip white space, except the space of a trailing control space `\\ ` (`p^2 \\ $` in CROHME)."""
+    """Strip white space, and a trailing control space (`p^2 \\ $` in CROHME): it draws nothing, and a
+    later `.strip()` would leave a lone backslash."""
     body = text.strip()
     trailing = len(body) - len(body.rstrip("\\"))
-    return body + " " if trailing % 2 else body
+    return body[:-1].rstrip() if trailing % 2 else body
 
 
 def _root_index(tokens: list[str]) -> list[str]:
