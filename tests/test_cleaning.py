@@ -61,7 +61,7 @@ def test_multiline(latex, pretokenized):
         "\\text { A. }",  # an exam choice letter alone: no formula was recognised
         "\\text { (1), }",
         "\\text { ) }",
-        "\\mbox{foo} \\text{bar}",
+        "\\mbox{x} \\text{.}",
         "(*)",
         "()()",
         "The answer is shown below",
@@ -85,6 +85,9 @@ def test_ocr_error_marker(latex):
         "\\sin x + \\cos y",
         "\\mathrm{d} x",
         "60^{\\circ}",
+        "\\mbox{ rot }",  # one word in text mode is a real (CROHME) formula, not OCR debris
+        "\\text{AC}",
+        "{ \\mbox { w } \\mbox { q } }",
     ],
 )
 def test_clean_labels_are_kept(latex):

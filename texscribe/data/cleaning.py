@@ -78,7 +78,10 @@ def rule_ocr_error_marker(raw: str, tokens: Sequence[str]) -> str | None:
     words = re.findall(r"[A-Za-z/]+", _TEXT_GROUP_RE.sub(r" \1 ", text))
     if words and all(w.lower() in ERROR_WORDS for w in words) and not re.search(r"[0-9=+]", text):
         return f"error marker {text[:40]!r}"
-    if not _NOISE_RE.sub("", _TEXT_GROUP_RE.sub("", text)):
+    inside = " ".join(_TEXT_GROUP_RE.findall(text)).strip()
+    # Text alone is OCR debris (`\text { (1), }`, `\text { A. }`) unless it is plain letters such as
+    # `\mbox{rot}` or `\mbox{w}\mbox{q}`, which CROHME truth labels do use (prose is caught below).
+    if not _NOISE_RE.sub("", _TEXT_GROUP_RE.sub("", text)) and not re.fullmatch(r"[A-Za-z ]+", inside):
         return f"only \\text{{...}}: {text[:40]!r}"
     if tokens and all(t in PUNCTUATION for t in tokens):
         return f"no math content (punctuation only): {text[:40]!r}"
