@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from serving_helpers import formula_png, make_tiny_model
 
 from texscribe.inference import load_model
@@ -372,3 +373,46 @@ def test_web_page_and_assets_are_local(client):
     fonts = sorted(set(re.findall(r"url\((fonts/[^)]+\.woff2)\)", css)))
     assert fonts and all(client.get(f"/static/vendor/katex/{f}").status_code == 200 for f in fonts)
     assert (STATIC / "vendor" / "katex" / "LICENSE").is_file()
+
+
+# ----------------------------------------------------------------------------------------------- digits
+def test_digits_endpoint_matches_the_library(settings, tmp_path):
+    from dataclasses import replace
+
+    from texscribe.digits import load_digit_model, save_digit_model
+    from texscribe.digits.models import build_model as build_digit_model
+
+    torch.manual_seed(0)
+    path = save_digit_model(
+        tmp_path / "digits.pt", "mlp", build_digit_model("mlp"), meta={"note": "untrained"}
+    )
+    seven = np.zeros((28, 28), np.uint8)
+    cv2.line(seven, (6, 6), (21, 6), 255, 3)
+    cv2.line(seven, (21, 6), (11, 24), 255, 3)
+    png = cv2.imencode(".png", seven)[1].tobytes()
+    with fastapi_testclient.TestClient(
+        create_app(replace(settings, digits=True, digit_model=str(path)))
+    ) as c:
+        r = c.post("/v1/digits", files={"file": ("7.png", png, "image/png")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = load_digit_model(path).predict(png)
+        assert body["digit"] == expected.digit and 0 <= body["digit"] <= 9
+        assert body["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
+        assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+        assert body["probability"] == pytest.approx(max(body["probabilities"]), abs=1e-5)
+        as_json = c.post("/v1/digits", json={"image_base64": base64.b64encode(png).decode()})
+        assert as_json.json()["digit"] == body["digit"]
+        blank = cv2.imencode(".png", np.zeros((28, 28), np.uint8))[1].tobytes()
+        assert_error(
+            c.post("/v1/digits", files={"file": ("0.png", blank, "image/png")}), 422, "invalid_image"
+        )
+    missing = replace(settings, digits=True, digit_model=str(tmp_path / "nope.pt"))
+    with fastapi_testclient.TestClient(create_app(missing)) as c:
+        r = c.post("/v1/digits", files={"file": ("7.png", png, "image/png")})
+        assert_error(r, 503, "digits_unavailable", "nope.pt")
+
+
+def test_digits_disabled_is_404(client):
+    r = client.post("/v1/digits", files={"file": ("7.png", formula_png("7"), "image/png")})
+    assert_error(r, 404, "not_found", "--no-digits")

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timeout-s", type=float, default=30.0, help="per-request inference deadline (default 30)"
     )
     parser.add_argument("--no-digits", action="store_true", help="do not serve POST /v1/digits")
+    parser.add_argument("--digits-model", help="digit model file for /v1/digits (default: the shipped one)")
     parser.set_defaults(func=_run)
 
 
@@ -78,6 +79,7 @@ def settings_from_args(args: argparse.Namespace):
         max_pending=args.max_pending,
         timeout_s=args.timeout_s,
         digits=not args.no_digits,
+        digit_model=args.digits_model,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class ServerSettings:
     timeout_s: float = 30.0  # queue + decode + inference, per request
     max_tokens: int = 200  # longest LaTeX token sequence decoded (bounds the work per image)
     digits: bool = True  # serve POST /v1/digits (model loaded on first use)
+    digit_model: str | None = None  # digit model file; None: the shipped one
 
 
 def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -> FastAPI:
@@ -76,7 +78,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
         )
     configure_torch_threads(threads)
     pool = InferencePool(settings.workers, settings.max_pending)
-    digits = _DigitModel(settings.digits)
+    digits = _DigitModel(settings.digits, settings.digit_model)
     started = time.time()
 
     @asynccontextmanager
@@ -180,10 +182,15 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
             t0 = time.perf_counter()
             image = _decode(data, name, settings.max_pixels)
             t1 = time.perf_counter()
-            digit, probs = digits.predict(image)
+            pred = digits.predict(image)
             t2 = time.perf_counter()
             timing = schemas.Timing(queue=0, decode=_ms(t1 - t0), inference=_ms(t2 - t1), total=0)
-            return schemas.DigitResponse(digit=digit, probabilities=probs, timing_ms=timing)
+            return schemas.DigitResponse(
+                digit=pred.digit,
+                probability=pred.probability,
+                probabilities=pred.probabilities,
+                timing_ms=timing,
+            )
 
         result, queued = await pool.run(job, settings.timeout_s)
         result.timing_ms.queue = _ms(queued)
@@ -312,27 +319,30 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
 class _DigitModel:
     """The digit classifier, loaded on first use so that the formula server starts without it."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, path: str | None):
         self.enabled = enabled
+        self.path = path
         self._model: Any = None
+        self._lock = threading.Lock()
 
-    def predict(self, image: np.ndarray) -> tuple[int, list[float]]:
+    def predict(self, image: np.ndarray) -> Any:
+        """Canonical image (H, W) -> `texscribe.digits.DigitPrediction`; 404/503/422 as `ApiError`."""
         if not self.enabled:
-            raise ApiError(404, "not_found", "this server was started without the digit model")
-        if self._model is None:
-            try:
-                from texscribe.digits import load_digit_model
+            raise ApiError(404, "not_found", "this server was started without the digit model (--no-digits)")
+        with self._lock:  # two first requests must not both load it
+            if self._model is None:
+                try:
+                    from texscribe.digits import load_digit_model
 
-                self._model = load_digit_model()
-            except (ImportError, TexscribeError) as exc:
-                raise ApiError(503, "digits_unavailable", f"digit model cannot be loaded: {exc}") from None
-        out = self._model.predict(image)
-        return _digit_result(out)
-
-
-def _digit_result(out: Any) -> tuple[int, list[float]]:
-    probs = [float(p) for p in np.asarray(out.probabilities).ravel()]
-    return int(out.digit), probs
+                    self._model = load_digit_model(self.path)
+                except (ImportError, TexscribeError) as exc:
+                    raise ApiError(
+                        503, "digits_unavailable", f"digit model cannot be loaded: {exc}"
+                    ) from None
+        try:
+            return self._model.predict(image)
+        except ImageError as exc:
+            raise ApiError(422, "invalid_image", str(exc)) from None
 
 
 def _model_name(model: str) -> str:

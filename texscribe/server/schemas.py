@@ -70,6 +70,7 @@ class BatchResponse(BaseModel):
 
 class DigitResponse(BaseModel):
     digit: int = Field(description="the predicted digit 0-9")
+    probability: float = Field(description="its probability")
     probabilities: list[float] = Field(description="probability of each digit 0-9")
     timing_ms: Timing
 
