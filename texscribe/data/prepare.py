@@ -287,7 +287,8 @@ def prepare(
     if base_vocab is not None:
         result.unknown_tokens = Counter(t for r in kept for t in r.tokens if t not in base_vocab)
     result.vocab_size = len(vocab)
-    vocab.save(out / VOCAB)
+    vocab.save(out / (VOCAB + ".tmp"))
+    (out / (VOCAB + ".tmp")).replace(out / VOCAB)  # atomic: a training run may be reading it
     write_manifest(out, kept)
     write_tsv(out / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped])
     _remove_orphans(out, {r.image_path.name for r in kept}, state)

@@ -140,7 +140,9 @@ def plot_label_lengths(lengths: Sequence[int], path: Path) -> None:
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.hist(lengths or [0], bins=min(60, max(1, len(set(lengths)))), color="#3b6ea8")
+    values = list(lengths) or [0]
+    step = max(1, -(-(max(values) - min(values) + 1) // 60))  # integer-aligned bins: no empty stripes
+    ax.hist(values, bins=np.arange(min(values), max(values) + step + 1, step) - 0.5, color="#3b6ea8")
     ax.set_xlabel("label length (tokens)")
     ax.set_ylabel("samples")
     ax.set_title(f"Label length, n={len(lengths)}")
