@@ -74,12 +74,12 @@ def toy_batch(keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.zeros(len(keys), 1, 1, dtype=torch.bool)
 
 
-def step_logprob(models, key, prefix, token) -> float:
-    """Ensemble-averaged log P(token | prefix), with <pad>/<sos> excluded as decoding does."""
+def step_logprob(models, key, prefix, token, start=SOS) -> float:
+    """Ensemble-averaged log P(token | prefix), with <pad> and the start token excluded as decoding does."""
     total = 0.0
     for m in models:
         logits = m.decoder.logits_for(key, tuple(prefix)).clone()
-        logits[0] = logits[SOS] = float("-inf")
+        logits[0] = logits[start] = float("-inf")
         total += float(torch.log_softmax(logits, -1)[token])
     return total / len(models)
 
@@ -87,6 +87,13 @@ def step_logprob(models, key, prefix, token) -> float:
 def sequence_logprob(models, key, tokens, finished) -> float:
     score = sum(step_logprob(models, key, tokens[:i], t) for i, t in enumerate(tokens))
     return score + (step_logprob(models, key, tokens, EOS) if finished else 0.0)
+
+
+def r2l_sequence_logprob(models, key, tokens) -> float:
+    """R2L framing: reversed tokens then <sos> as the end marker, <eos> as the (excluded) start."""
+    rev = list(reversed(tokens))
+    score = sum(step_logprob(models, key, rev[:i], t, start=EOS) for i, t in enumerate(rev))
+    return score + step_logprob(models, key, rev, SOS, start=EOS)
 
 
 def brute_force(models, key, max_len, penalty, vocab=6, r2l=False):
@@ -99,7 +106,7 @@ def brute_force(models, key, max_len, penalty, vocab=6, r2l=False):
             score = sequence_logprob(models, key, list(seq), finished)
             length = n + int(finished)
             if r2l:
-                rev = sequence_logprob(models, key, list(reversed(seq)), True)
+                rev = r2l_sequence_logprob(models, key, list(seq))
                 val = (score + rev) / (2 * length**penalty)
             else:
                 val = score / (length**penalty if penalty else 1)
@@ -202,11 +209,11 @@ def test_r2l_logprob_matches_stepwise_reverse_scoring():
     seqs = [[3, 4, 5], [], [5, 5]]
     got = r2l_logprob(model, memory, seqs)
     for key, seq, value in zip([1, 2, 3], seqs, got.tolist()):
-        assert value == pytest.approx(sequence_logprob([model], key, list(reversed(seq)), True), abs=1e-5)
+        assert value == pytest.approx(r2l_sequence_logprob([model], key, seq), abs=1e-5)
 
 
 def test_r2l_rescoring_picks_the_best_combined_score():
-    model = ToyModel(seed=11, eos_bias=1.5)
+    model = ToyModel(seed=15, eos_bias=1.5)
     results = decode(model, *toy_batch([1, 2]), beam=27, max_len=3, r2l_rescore=True)
     l2r_only = decode(model, *toy_batch([1, 2]), beam=27, max_len=3)
     assert [h.tokens for h in results] != [h.tokens for h in l2r_only]  # the rescoring matters here

@@ -9,9 +9,10 @@ backend. That shape is
     cache = model.decoder.reorder_cache(cache, index)          # index (B',) rows to keep/duplicate
     logits = model.decoder(memory, tgt)                        # teacher-forced (B,T)->(B,T,V); R2L rescoring only
 
-Conventions (shared with training, see `texscribe.latex.Vocab`): <pad>=0, <sos>=1, <eos>=2. `<pad>`
-and `<sos>` are never emitted. A right-to-left (R2L) target is the reversed token list with the same
-<sos>/<eos> framing: tgt_in = [<sos>] + reversed(tokens), tgt_out = reversed(tokens) + [<eos>].
+Conventions (shared with training, see `texscribe.latex.Vocab` and `texscribe.data.batching`): <pad>=0,
+<sos>=1, <eos>=2; `<pad>` and the start token are never emitted. Right-to-left (R2L) sequences swap the
+two markers (BTTR): tgt_in = [<eos>] + reversed(tokens), tgt_out = reversed(tokens) + [<sos>], so R2L
+greedy decoding is `greedy_decode(..., sos_id=2, eos_id=1)`.
 
 Callers put the models in eval mode and the inputs on the models' device; these functions only read.
 """
@@ -76,11 +77,11 @@ class Hypothesis:
         return len(self.tokens) + (1 if self.finished else 0)
 
 
-def _log_probs(logits: Tensor, sos_id: int) -> Tensor:
-    """float32 log-softmax over the last dim with <pad>/<sos> excluded (they are never valid outputs)."""
+def _log_probs(logits: Tensor, start_id: int) -> Tensor:
+    """float32 log-softmax over the last dim with <pad> and the start token excluded (never valid outputs)."""
     logits = logits.float().clone()
     logits[..., PAD_ID] = float("-inf")
-    logits[..., sos_id] = float("-inf")
+    logits[..., start_id] = float("-inf")
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -273,17 +274,19 @@ def r2l_logprob(
 ) -> Tensor:
     """Teacher-forced right-to-left log-probability of each id sequence: memory rows align with `hyps`.
 
-    Returns (N,) sums of log P over reversed(tokens) + [<eos>].
+    Returns (N,) sums of log P over reversed(tokens) + [<sos>] given [<eos>] + reversed(tokens) (the R2L
+    framing training uses), with the R2L start token (<eos>) excluded from the softmax as decoding does.
     """
     device = memory.features.device
     longest = max(len(h) for h in hyps) + 1
-    tgt_in = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long, device=device)
-    tgt_out = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long, device=device)
+    tgt_in = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long)
+    tgt_out = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long)
     for i, h in enumerate(hyps):
         rev = list(reversed(list(h)))
-        tgt_in[i, : len(rev) + 1] = torch.tensor([sos_id, *rev], dtype=torch.long)
-        tgt_out[i, : len(rev) + 1] = torch.tensor([*rev, eos_id], dtype=torch.long)
-    logp = _log_probs(model.decoder(memory, tgt_in), sos_id)
+        tgt_in[i, : len(rev) + 1] = torch.tensor([eos_id, *rev], dtype=torch.long)
+        tgt_out[i, : len(rev) + 1] = torch.tensor([*rev, sos_id], dtype=torch.long)
+    tgt_in, tgt_out = tgt_in.to(device), tgt_out.to(device)
+    logp = _log_probs(model.decoder(memory, tgt_in), start_id=eos_id)
     picked = logp.gather(2, tgt_out.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(tgt_out == PAD_ID, 0.0).sum(dim=1)
 
