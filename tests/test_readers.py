@@ -278,3 +278,25 @@ def test_open_source_errors_name_the_path(tmp_path):
     (tmp_path / "notzip.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="expected a .zip archive or a folder"):
         open_source(tmp_path / "notzip.zip", format="comer")
+
+
+INKML = """<ink xmlns="http://www.w3.org/2003/InkML">
+<annotation type="truth">$x+1$</annotation>
+<trace id="0">10 10, 40 40</trace>
+<trace id="1">40 10, 10 40</trace>
+<trace id="2">60 25, 90 25</trace>
+<trace id="3">75 10, 75 40</trace>
+<trace id="4">110 10, 110 40</trace>
+</ink>
+"""
+
+
+def test_inkml_sources_dispatch_to_the_inkml_reader(tmp_path):
+    files = {"ink/2014/e1.inkml": INKML, "ink/2014/bad.inkml": "<ink><trace>1 2"}
+    for path in both(tmp_path, files):
+        assert detect_format(path) == "inkml"
+        samples, skipped = split_items(open_source(f"{path}:2014"))
+        assert samples["e1"].latex == "x+1" and not samples["e1"].pretokenized
+        assert skipped["bad"].reason == "malformed_inkml"
+        img = load_image(samples["e1"].load(), origin=samples["e1"].origin)
+        assert img.ndim == 2 and img.max() == pytest.approx(1.0, abs=0.02)

@@ -32,6 +32,10 @@ REASONS: dict[str, str] = {
     "bad_id": "id holds a tab or line break (cannot be stored in the manifest)",
     "bad_index": "im2markup line index that is not a number or out of range",
     "wrong_encoding": "label file is not UTF-8",
+    # from the InkML reader (texscribe.data.readers.inkml)
+    "malformed_inkml": "InkML file with bad XML or unreadable trace data",
+    "no_traces": "InkML file without pen traces",
+    "no_truth": "InkML file without a LaTeX truth annotation",
 }
 
 LabelRule = Callable[[str, Sequence[str]], "str | None"]
