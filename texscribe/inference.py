@@ -19,6 +19,7 @@ one entry in `BACKENDS`: a function `(name_or_path, device, num_threads) -> Load
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -35,6 +36,8 @@ from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, preprocess
 from texscribe.latex import Vocab
 from texscribe.metrics import latex_string
+
+log = logging.getLogger(__name__)
 
 SHIPPED = {"default": "default.pt"}  # names resolved inside the package's weights/ folder
 
@@ -185,6 +188,9 @@ def load_model(
             raise ModelLoadError(
                 f"cannot ensemble {other.path} with {loaded[0].path}: they use different vocabularies"
             )
+        if _input_settings(other.config) != _input_settings(loaded[0].config):
+            log.warning("%s preprocesses images differently from %s; the ensemble uses the latter's settings",
+                        other.path, loaded[0].path)  # fmt: skip
     return Recognizer(loaded, device=device, max_pixels=max_pixels)
 
 
@@ -219,7 +225,14 @@ class Recognizer:
         return preprocess(load_image(x, origin=origin, max_pixels=self.max_pixels), self.config.data)
 
     def predict(
-        self, x: Any, *, beam: int = 1, batch_size: int = 8, max_len: int = 200, r2l: bool | None = None
+        self,
+        x: Any,
+        *,
+        beam: int = 1,
+        batch_size: int = 8,
+        max_len: int = 200,
+        r2l: bool | None = None,
+        length_penalty: float = 1.0,
     ) -> Prediction | list[Prediction]:
         """Recognise one input (-> Prediction) or a list of inputs (-> list in the same order).
 
@@ -236,7 +249,14 @@ class Recognizer:
             prep.append(time.perf_counter() - start)
             sources.append(source)
         out = self.predict_images(
-            arrays, sources, beam=beam, batch_size=batch_size, max_len=max_len, r2l=r2l, prep_seconds=prep
+            arrays,
+            sources,
+            beam=beam,
+            batch_size=batch_size,
+            max_len=max_len,
+            r2l=r2l,
+            length_penalty=length_penalty,
+            prep_seconds=prep,
         )
         return out[0] if single else out
 
@@ -249,12 +269,14 @@ class Recognizer:
         batch_size: int = 8,
         max_len: int = 200,
         r2l: bool | None = None,
+        length_penalty: float = 1.0,
         prep_seconds: Sequence[float] | None = None,
     ) -> list[Prediction]:
         """Decode already-preprocessed images (canonical float32 (H, W)), batched by size, order preserved.
 
         Batches group images of similar area, bounded by `batch_size` and the config's `batch_max_pixels`
         (padded area). r2l=None rescores with the R2L pass when beam > 1 and the model is bidirectional.
+        length_penalty: beam hypotheses are ranked by sum log-prob / length**length_penalty.
         """
         import torch
 
@@ -269,7 +291,15 @@ class Recognizer:
             tensors, mask = pad_batch([images[i] for i in batch])
             tensors, mask = tensors.to(self.device), mask.to(self.device)
             with torch.inference_mode():
-                hyps = decode(self.backends, tensors, mask, beam=beam, max_len=max_len, r2l_rescore=use_r2l)
+                hyps = decode(
+                    self.backends,
+                    tensors,
+                    mask,
+                    beam=beam,
+                    max_len=max_len,
+                    length_penalty=length_penalty,
+                    r2l_rescore=use_r2l,
+                )
             share = (time.perf_counter() - start) / len(batch)
             for i, hyp in zip(batch, hyps):
                 results[i] = self._prediction(hyp, sources[i], prep[i] + share)
@@ -367,6 +397,11 @@ def _size_batches(images: Sequence[np.ndarray], batch_size: int, max_pixels: int
     if current:
         batches.append(current)
     return batches
+
+
+def _input_settings(config: Config) -> tuple:
+    d = config.data
+    return (d.img_min_height, d.img_max_height, d.img_max_width, d.scale)
 
 
 def _is_pil(x: Any) -> bool:
