@@ -46,7 +46,7 @@ class LastCheckpoint(L.Callback):
         if trainer.global_step == self._last_step and self.path.exists():
             return
         tmp = self.dirpath / (LAST + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier()
@@ -127,7 +127,7 @@ def plot_curves(csv_paths: Iterable[str | Path], out_dir: str | Path) -> list[Pa
     panels = {
         "loss.png": ("loss", ["train/loss_step", "train/loss_epoch", "val/loss"]),
         "exprate.png": ("fraction of val set", ["val/exprate", "val/le1", "val/le2"]),
-        "lr.png": ("learning rate", [k for k in series if k.startswith("lr-")]),
+        "lr.png": ("learning rate", sorted(k for k in series if k.startswith("lr-"))[:1]),  # groups share it
     }
     written = []
     for filename, (ylabel, keys) in panels.items():

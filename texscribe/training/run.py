@@ -128,7 +128,7 @@ def hardware() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
@@ -154,9 +154,17 @@ def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
 
 
 def train(
-    config: Config, *, resume: str | None = "auto", weights_only_from: str | None = None
+    config: Config,
+    *,
+    resume: str | None = "auto",
+    weights_only_from: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a model as configured; export the best weights to `<run dir>/model.pt`."""
+    """Train (or resume) a model as configured; export the best weights to `<run dir>/model.pt`.
+
+    resume: "auto" | "never" | a .ckpt path (see module docstring). weights_only_from: a model file or
+    .ckpt whose weights (and vocabulary) start the run, with a fresh optimizer and schedule.
+    callbacks: extra Lightning callbacks (custom logging, tests)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -201,7 +209,13 @@ def train(
     has_val = datamodule.val_set is not None
     last = LastCheckpoint(ckpt_dir, tc.checkpoint_every_n_steps, tc.checkpoint_every_minutes)
     timer = Timer(duration=tc.max_time, interval="step", verbose=False)
-    callbacks: list[Any] = [last, timer, LearningRateMonitor(logging_interval="step"), ImagesPerSecond()]
+    callbacks = [
+        last,
+        timer,
+        LearningRateMonitor(logging_interval="step"),
+        ImagesPerSecond(),
+        *(callbacks or []),
+    ]
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(

@@ -1,0 +1,157 @@
+"""Short real training runs on ~64 CROHME samples: the loss falls, a killed run resumes where it stopped
+(same batches, global_step continues), the best model is exported, and the CLI drives it all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from texscribe.config import Config, load_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
+
+# small images keep a CPU step well under a second on the tiny preset
+SMALL = [
+    "data.img_max_height=48",
+    "data.img_max_width=192",
+    "data.batch_max_size=8",
+    "data.batch_max_pixels=60000",
+    "data.augment={}",
+    "optim.warmup_steps=5",
+    "train.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="module")
+def crohme64(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """64 CROHME train samples + 16 of CROHME 2014, prepared by the real `prepare`."""
+    from texscribe.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("crohme64")
+    zip_path = shared_data / "crohme" / "crohme_offline.zip"
+    prepare([f"{zip_path}:train"], root / "train", limit=64, workers=1, progress=False)
+    prepare(
+        [f"{zip_path}:2014"], root / "val", limit=16, workers=1, progress=False, vocab_from=root / "train"
+    )
+    return root / "train", root / "val"
+
+
+def config(train_dir: Path, out: Path, *overrides: str, val: Path | None = None) -> Config:
+    extra = [f"data.val={val}"] if val else []
+    return load_config(
+        "tiny", [f"data.train=[{train_dir}]", f"train.out_dir={out}", *SMALL, *extra, *overrides]
+    )
+
+
+class RecordBatches(L.Callback):
+    """Which sample ids each optimizer step trained on, and the loss."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, list[str]] = {}
+        self.loss: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.ids[trainer.global_step] = list(batch.ids)
+        self.loss[trainer.global_step] = float(outputs["loss"])
+
+
+def test_tiny_preset_learns_and_exports(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    from texscribe.checkpoint import read_model_file
+    from texscribe.training import train
+
+    train_dir, val_dir = crohme64
+    rec = RecordBatches()
+    started = time.perf_counter()
+    result = train(
+        config(
+            train_dir, tmp_path, "train.max_steps=30", "train.max_epochs=100", "optim.lr=0.003", val=val_dir
+        ),
+        callbacks=[rec],
+    )
+    elapsed = time.perf_counter() - started
+    assert result.global_step == 30
+    losses = [rec.loss[s] for s in sorted(rec.loss)]
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < first - 0.5, f"loss did not fall: first steps {first:.3f}, last steps {last:.3f}"
+    # validation ran each epoch on the 16 val samples and was recorded
+    assert result.best_metrics["count"] == 16 and 0.0 <= result.best_metrics["val/exprate"] <= 1.0
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    model = read_model_file(result.model_file)
+    assert model.meta["data"]["train"] == [str(train_dir)] and model.meta["global_step"] == 30
+    assert model.meta["best_metrics"]["val/exprate"] == result.best_metrics["val/exprate"]
+    assert {p.name for p in result.curves} == {"loss.png", "exprate.png", "lr.png"}
+    assert (result.run_dir / "logs" / "tensorboard").is_dir()
+    print(f"tiny: 30 steps in {elapsed:.1f} s, loss {first:.2f} -> {last:.2f}")
+
+
+def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    """A run stopped at step 5 (mid-epoch) and resumed twice trains on exactly the batches of an uninterrupted run."""
+    from texscribe.training import train
+
+    train_dir, _ = crohme64
+    straight = RecordBatches()
+    train(
+        config(train_dir, tmp_path / "a", "train.max_steps=14", "train.max_epochs=100"), callbacks=[straight]
+    )
+
+    pieces = RecordBatches()
+    out = tmp_path / "b"
+    first = train(config(train_dir, out, "train.max_steps=5", "train.max_epochs=100"), callbacks=[pieces])
+    assert first.global_step == 5
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 5
+    second = train(config(train_dir, out, "train.max_steps=11", "train.max_epochs=100"), callbacks=[pieces])
+    assert second.global_step == 11  # resumed from last.ckpt, did not start over
+    third = train(config(train_dir, out, "train.max_steps=14", "train.max_epochs=100"), callbacks=[pieces])
+    assert third.global_step == 14 and third.run_dir == first.run_dir
+    assert third.epochs >= 1  # crossed at least one epoch boundary
+    assert pieces.ids == straight.ids
+    assert len(list((out / "tiny" / "logs" / "csv").glob("segment-*"))) == 3
+
+
+def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    from texscribe.checkpoint import read_model_file
+    from texscribe.training import train
+
+    train_dir, _ = crohme64
+    base = train(config(train_dir, tmp_path, "train.max_steps=2"))
+    fresh = train(config(train_dir, tmp_path, "train.max_steps=2"), resume="never")
+    assert fresh.run_dir.name == "tiny-2" and fresh.global_step == 2
+    tuned = train(
+        config(train_dir, tmp_path, "train.max_steps=1", "train.run_name=ft"),
+        weights_only_from=str(base.model_file),
+    )
+    assert tuned.global_step == 1  # fresh optimizer and counters, weights from the model file
+    assert read_model_file(tuned.model_file).vocab.itos == read_model_file(base.model_file).vocab.itos
+
+
+def test_cli_train_prints_locations(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    train_dir, _ = crohme64
+    cmd = [sys.executable, "-m", "texscribe.cli", "train", "--config", "tiny", "--train", str(train_dir),
+           "--out", str(tmp_path), "--max-time", "00:00:05:00", "train.max_steps=2", *SMALL]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"run directory: {tmp_path / 'tiny'}" in proc.stdout
+    assert "model file:" in proc.stdout and (tmp_path / "tiny" / "model.pt").is_file()
+    bad = subprocess.run(
+        [*cmd[: -len(SMALL) - 1], "optim.nme=sgd"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "optim.nme" in bad.stderr
+
+
+def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    """`strategy=ddp devices=2` on CPU (gloo): two ranks each take half the batches."""
+    train_dir, val_dir = crohme64
+    cmd = [sys.executable, "-m", "texscribe.cli", "train", "--config", "tiny", "--train", str(train_dir),
+           "--val", str(val_dir), "--out", str(tmp_path), "train.strategy=ddp", "train.devices=2",
+           "train.accelerator=cpu", "train.max_steps=3", "train.max_epochs=100", *SMALL]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "tiny" / "model.pt").is_file()
+    assert "steps 3" in proc.stdout
