@@ -25,6 +25,15 @@ class ImageToLatex(nn.Module):
         self.pos2d = PositionalEncoding2D(d_model)
         self.norm = nn.LayerNorm(d_model)
 
+    @property
+    def stride(self) -> tuple[int, int]:
+        """(sh, sw) total encoder downsampling; pad inputs to multiples of it (pad_batch's 16 covers every preset).
+
+        The encoder pads itself otherwise, but ONNX export with dynamic H, W needs H, W declared as
+        multiples of the stride (e.g. `16 * torch.export.Dim("h")`).
+        """
+        return tuple(self.encoder.stride)
+
     def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:
         """-> Memory with features (B, h*w, d_model) row-major, mask (B, h*w) True=padding."""
         features, mask = self.encoder(images, pixel_mask)
