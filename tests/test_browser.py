@@ -229,3 +229,41 @@ def test_docs_page_renders_offline(page, server_url):
     paths = page.locator(".opblock-summary-path").all_text_contents()
     assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= {p.replace("\u200b", "") for p in paths}
     assert page.external_requests == []
+
+
+MAKE_FILE = """async (name) => {
+    const c = document.createElement('canvas');
+    c.width = 220; c.height = 70;
+    const g = c.getContext('2d');
+    g.fillStyle = '#fff'; g.fillRect(0, 0, c.width, c.height);
+    g.fillStyle = '#000'; g.font = '44px serif'; g.fillText('x+1', 12, 52);
+    const blob = await new Promise((resolve) => c.toBlob(resolve, 'image/png'));
+    window.testFile = new File([blob], name, { type: 'image/png' });
+}"""
+
+
+def test_paste_and_drop_images(page):
+    page.evaluate(MAKE_FILE, "pasted.png")
+    page.evaluate(
+        """() => {
+            const dt = new DataTransfer();
+            dt.items.add(window.testFile);
+            document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+        }"""
+    )
+    pasted = wait_for_result(page)
+    assert page.is_visible("#upload-preview")
+    page.fill("#latex", "")
+    page.evaluate(MAKE_FILE, "dropped.png")
+    page.evaluate(
+        """() => {
+            const dt = new DataTransfer();
+            dt.items.add(window.testFile);
+            const drop = document.getElementById('drop');
+            drop.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+            drop.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }"""
+    )
+    assert wait_for_result(page) == pasted  # the same picture, pasted or dropped
+    assert "dropped.png" in page.text_content("#drop-hint")
+    assert page.external_requests == []

@@ -193,8 +193,10 @@ $("recognize").addEventListener("click", recognize);
 function showResult(r) {
   $("latex").value = r.latex;
   render();
-  const pct = (100 * r.min_prob).toFixed(1);
-  $("confidence").textContent = `confidence ${pct}% (lowest token probability) · score ${r.score.toFixed(3)} · beam ${r.beam} · ${r.tokens.length} tokens`;
+  const pct = (p) => `${(100 * p).toFixed(1)}%`;
+  $("confidence").textContent =
+    `confidence: weakest token ${pct(r.min_prob)} · mean ${pct(r.score)} · beam ${r.beam} · ${r.tokens.length} tokens`;
+  $("confidence").title = "token probabilities the model gave its own output; low values flag results to check";
   $("confidence").classList.toggle("error", r.min_prob < 0.3);
 }
 
