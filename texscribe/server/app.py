@@ -8,7 +8,6 @@ Endpoints: `POST /v1/predict` (multipart `file` or JSON `image_base64`), `POST /
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -19,31 +18,18 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from texscribe import __version__
 from texscribe.errors import ImageError, TexscribeError
 from texscribe.server import schemas
-from texscribe.server.limits import (
-    ApiError,
-    BodySizeLimit,
-    check_image_part_type,
-    check_payload_size,
-    check_request_type,
-    decode_base64,
-)
+from texscribe.server.inputs import InputLimits, read_images
+from texscribe.server.limits import ApiError, BodySizeLimit, install_error_handlers
 from texscribe.server.pool import InferencePool, configure_torch_threads
 
-log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-# Starlette caps non-file form fields at 1 MiB by default; base64 never travels in a form field here.
-_FORM_FIELD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -79,6 +65,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     configure_torch_threads(threads)
     pool = InferencePool(settings.workers, settings.max_pending)
     digits = _DigitModel(settings.digits, settings.digit_model)
+    limits = InputLimits(settings.max_upload_bytes, settings.max_batch, settings.max_beam)
     started = time.time()
 
     @asynccontextmanager
@@ -95,7 +82,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
         lifespan=lifespan,
     )
     app.state.settings, app.state.recognizer, app.state.pool = settings, recognizer, pool
-    _install_error_handlers(app)
+    install_error_handlers(app)
     _install_pages(app)
     single = int(settings.max_upload_bytes * 4 / 3) + 64 * 1024  # base64 or multipart overhead
     app.add_middleware(
@@ -103,30 +90,47 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
         limit_for=lambda path: single * settings.max_batch if path.endswith("/batch") else single,
     )
 
-    def recognize(data: bytes, name: str, beam: int) -> schemas.PredictResponse:
-        """Worker-thread job: decode + preprocess, then decode tokens; queue/total times are filled in later."""
-        t0 = time.perf_counter()
-        image = _prepare(recognizer, data, name)
-        t1 = time.perf_counter()
-        try:
-            (pred,) = recognizer.predict_images([image], [name], beam=beam, max_len=settings.max_tokens)
-        except ImageError as exc:
-            raise ApiError(422, "invalid_image", str(exc)) from None
-        t2 = time.perf_counter()
-        return schemas.PredictResponse(
-            latex=pred.latex,
-            tokens=list(pred.tokens),
-            score=float(pred.score),
-            min_prob=float(pred.min_prob),
-            beam=beam,
-            timing_ms=schemas.Timing(queue=0, decode=_ms(t1 - t0), inference=_ms(t2 - t1), total=0),
-        )
+    def recognize(items: list[tuple[str, bytes]], beam: int) -> list[schemas.BatchItem]:
+        """Worker-thread job: prepare each image (a bad one fails alone), then decode the good ones together.
 
-    async def run_predict(data: bytes, name: str, beam: int, t_start: float) -> schemas.PredictResponse:
-        result, queued = await pool.run(lambda: recognize(data, name, beam), settings.timeout_s)
-        result.timing_ms.queue = _ms(queued)
-        result.timing_ms.total = _ms(time.perf_counter() - t_start)
-        return result
+        `predict_images` batches them by size; queue and total times are filled in by the caller.
+        """
+        out = [schemas.BatchItem(index=i, filename=name) for i, (name, _) in enumerate(items)]
+        good, images, prep = [], [], []
+        for i, (name, data) in enumerate(items):
+            start = time.perf_counter()
+            try:
+                images.append(_prepare(recognizer, data, name))
+            except ApiError as exc:
+                out[i].error = schemas.ErrorBody(code=exc.code, message=exc.message)
+                continue
+            good.append(i)
+            prep.append(time.perf_counter() - start)
+        if images:
+            names = [items[i][0] for i in good]
+            preds = recognizer.predict_images(images, names, beam=beam, max_len=settings.max_tokens)
+            for i, pred, seconds in zip(good, preds, prep):
+                out[i].result = schemas.PredictResponse(
+                    latex=pred.latex,
+                    tokens=list(pred.tokens),
+                    score=float(pred.score),
+                    min_prob=float(pred.min_prob),
+                    beam=beam,
+                    timing_ms=schemas.Timing(
+                        queue=0, decode=_ms(seconds), inference=_ms(pred.seconds), total=0
+                    ),
+                )
+        return out
+
+    async def run_recognize(
+        items: list[tuple[str, bytes]], beam: int, t_start: float
+    ) -> list[schemas.BatchItem]:
+        results, queued = await pool.run(lambda: recognize(items, beam), settings.timeout_s)
+        total = _ms(time.perf_counter() - t_start)
+        for item in results:
+            if item.result is not None:
+                item.result.timing_ms.queue, item.result.timing_ms.total = _ms(queued), total
+        return results
 
     @app.post(
         "/v1/predict",
@@ -137,30 +141,23 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     )
     async def predict(request: Request) -> schemas.PredictResponse:
         t_start = time.perf_counter()
-        items, beam = await _read_images(request, settings, batch=False)
-        name, data = items[0]
-        return await run_predict(data, name, beam, t_start)
+        items, beam = await read_images(request, limits, batch=False)
+        (item,) = await run_recognize(items, beam, t_start)
+        if item.error is not None:
+            raise ApiError(422, item.error.code, item.error.message)
+        return item.result
 
     @app.post(
         "/v1/predict/batch",
         response_model=schemas.BatchResponse,
         responses=_ERROR_RESPONSES,
         openapi_extra=_body_doc("files", "BatchRequest", many=True),
-        summary="Recognise several images; a bad image fails alone",
+        summary="Recognise several images in one batched call; a bad image fails alone",
     )
     async def predict_batch(request: Request) -> schemas.BatchResponse:
         t_start = time.perf_counter()
-        items, beam = await _read_images(request, settings, batch=True)
-        results = []
-        for index, (name, data) in enumerate(items):
-            item = schemas.BatchItem(index=index, filename=name)
-            try:
-                item.result = await run_predict(data, name, beam, time.perf_counter())
-            except ApiError as exc:
-                if exc.code in ("busy", "timeout"):  # server-side limits fail the whole batch
-                    raise
-                item.error = schemas.ErrorBody(code=exc.code, message=exc.message)
-            results.append(item)
+        items, beam = await read_images(request, limits, batch=True)
+        results = await run_recognize(items, beam, t_start)
         failed = sum(1 for r in results if r.error is not None)
         return schemas.BatchResponse(
             results=results, count=len(results), failed=failed, total_ms=_ms(time.perf_counter() - t_start)
@@ -175,7 +172,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     )
     async def classify_digit(request: Request) -> schemas.DigitResponse:
         t_start = time.perf_counter()
-        items, _ = await _read_images(request, settings, batch=False)
+        items, _ = await read_images(request, limits, batch=False)
         name, data = items[0]
 
         def job() -> schemas.DigitResponse:
@@ -216,88 +213,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     return app
 
 
-# ----------------------------------------------------------------------------------------------- requests
-async def _read_images(
-    request: Request, settings: ServerSettings, batch: bool
-) -> tuple[list[tuple[str, bytes]], int]:
-    """The request's images as (name, bytes) plus the beam width; every malformed case is an `ApiError`."""
-    kind = check_request_type(request.headers.get("content-type"))
-    limit = settings.max_upload_bytes
-    if kind == "application/json":
-        body = await request.body()
-        if not body:
-            raise ApiError(400, "empty_body", "request body is empty; send a JSON object")
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-        model = schemas.BatchRequest if batch else schemas.PredictRequest
-        try:
-            parsed = model.model_validate(payload)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid_request", _validation_message(exc.errors())) from None
-        texts = parsed.images if batch else [parsed.image_base64]
-        _check_count(len(texts), settings, batch)
-        items = [(f"images[{i}]" if batch else "image_base64", t) for i, t in enumerate(texts)]
-        return [(name, decode_base64(text, limit, name)) for name, text in items], _check_beam(
-            parsed.beam, settings
-        )
-
-    max_files = settings.max_batch if batch else 1
-    try:
-        form = await request.form(max_files=max_files + 1, max_fields=8, max_part_size=_FORM_FIELD_BYTES)
-    except StarletteHTTPException as exc:  # malformed multipart, too many parts
-        raise ApiError(400, "invalid_multipart", f"cannot parse multipart body: {exc.detail}") from None
-    try:
-        field_names = ("files", "file") if batch else ("file",)
-        uploads = [u for key in field_names for u in form.getlist(key) if isinstance(u, UploadFile)]
-        if not uploads:
-            raise ApiError(
-                400,
-                "missing_file",
-                f"multipart body has no {' or '.join(repr(f) for f in field_names)} file part; "
-                f"fields received: {sorted(set(form.keys())) or 'none'}",
-            )
-        _check_count(len(uploads), settings, batch)
-        items = []
-        for i, upload in enumerate(uploads):
-            name = _safe_name(upload.filename, i)
-            check_image_part_type(upload.content_type, name)
-            items.append((name, check_payload_size(await upload.read(limit + 1), limit, name)))
-        return items, _check_beam(form.get("beam", "1"), settings)
-    finally:
-        await form.close()
-
-
-def _check_count(count: int, settings: ServerSettings, batch: bool) -> None:
-    if batch and count == 0:
-        raise ApiError(400, "empty_batch", "the batch holds no images")
-    if count > (settings.max_batch if batch else 1):
-        raise ApiError(
-            413,
-            "too_many_images",
-            f"{count} images sent; the limit is {settings.max_batch if batch else 1} per request"
-            + ("" if batch else " (use POST /v1/predict/batch for several)"),
-        )
-
-
-def _check_beam(value: Any, settings: ServerSettings) -> int:
-    try:
-        beam = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(422, "invalid_request", f"beam must be an integer, got {value!r}") from None
-    if not 1 <= beam <= settings.max_beam:
-        raise ApiError(422, "invalid_request", f"beam must be between 1 and {settings.max_beam}, got {beam}")
-    return beam
-
-
-def _safe_name(filename: str | None, index: int) -> str:
-    """A client file name for messages only (never opened): last path part, printable, at most 100 chars."""
-    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable())[:100]
-    return base or f"file[{index}]"
-
-
+# ----------------------------------------------------------------------------------------------- jobs
 def _prepare(recognizer: Any, data: bytes, name: str) -> np.ndarray:
     """Decode + crop + resize exactly as the library does; unreadable, oversized or blank images -> 422."""
     try:
@@ -368,47 +284,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-# ----------------------------------------------------------------------------------------------- errors
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _validation_message(errors: list[dict]) -> str:
-    parts = []
-    for err in errors[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid_request", _validation_message(list(exc.errors())))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        message = (
-            f"no such endpoint: {request.method} {request.url.path}"
-            if exc.status_code == 404
-            else str(exc.detail)
-        )
-        return _error(exc.status_code, code, message)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
-
-
+# ----------------------------------------------------------------------------------------------- docs
 def _body_doc(file_field: str, json_schema: str, many: bool) -> dict[str, Any]:
     """OpenAPI request body listing both accepted forms (the endpoints parse the body themselves)."""
     file_schema = {"type": "string", "format": "binary"}

@@ -1,0 +1,116 @@
+"""Reading images out of requests: multipart parts or base64 JSON, with every malformed case an `ApiError`.
+
+Nothing a client sends becomes a filesystem path: file names are only labels for messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from texscribe.server import schemas
+from texscribe.server.limits import (
+    ApiError,
+    check_image_part_type,
+    check_payload_size,
+    check_request_type,
+    decode_base64,
+    validation_message,
+)
+
+# Starlette caps non-file form fields at 1 MiB by default; base64 never travels in a form field here.
+_FORM_FIELD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_upload_bytes: int  # per image, after base64 decoding
+    max_batch: int  # images per batch request
+    max_beam: int
+
+
+async def read_images(
+    request: Request, limits: InputLimits, batch: bool
+) -> tuple[list[tuple[str, bytes]], int]:
+    """The request's images as (name, bytes) plus the beam width; every malformed case is an `ApiError`."""
+    kind = check_request_type(request.headers.get("content-type"))
+    limit = limits.max_upload_bytes
+    if kind == "application/json":
+        body = await request.body()
+        if not body:
+            raise ApiError(400, "empty_body", "request body is empty; send a JSON object")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        model = schemas.BatchRequest if batch else schemas.PredictRequest
+        try:
+            parsed = model.model_validate(payload)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", validation_message(exc.errors())) from None
+        texts = parsed.images if batch else [parsed.image_base64]
+        _check_count(len(texts), limits.max_batch, batch)
+        items = [(f"images[{i}]" if batch else "image_base64", t) for i, t in enumerate(texts)]
+        return [(name, decode_base64(text, limit, name)) for name, text in items], _check_beam(
+            parsed.beam, limits.max_beam
+        )
+
+    max_files = limits.max_batch if batch else 1
+    try:
+        form = await request.form(max_files=max_files + 1, max_fields=8, max_part_size=_FORM_FIELD_BYTES)
+    except StarletteHTTPException as exc:  # malformed multipart, too many parts
+        raise ApiError(400, "invalid_multipart", f"cannot parse multipart body: {exc.detail}") from None
+    try:
+        field_names = ("files", "file") if batch else ("file",)
+        uploads = [u for key in field_names for u in form.getlist(key) if isinstance(u, UploadFile)]
+        if not uploads:
+            raise ApiError(
+                400,
+                "missing_file",
+                f"multipart body has no {' or '.join(repr(f) for f in field_names)} file part; "
+                f"fields received: {sorted(set(form.keys())) or 'none'}",
+            )
+        _check_count(len(uploads), limits.max_batch, batch)
+        items = []
+        for i, upload in enumerate(uploads):
+            name = _safe_name(upload.filename, i)
+            check_image_part_type(upload.content_type, name)
+            items.append((name, check_payload_size(await upload.read(limit + 1), limit, name)))
+        return items, _check_beam(form.get("beam", "1"), limits.max_beam)
+    finally:
+        await form.close()
+
+
+def _check_count(count: int, max_batch: int, batch: bool) -> None:
+    if batch and count == 0:
+        raise ApiError(400, "empty_batch", "the batch holds no images")
+    if count > (max_batch if batch else 1):
+        raise ApiError(
+            413,
+            "too_many_images",
+            f"{count} images sent; the limit is {max_batch if batch else 1} per request"
+            + ("" if batch else " (use POST /v1/predict/batch for several)"),
+        )
+
+
+def _check_beam(value: Any, max_beam: int) -> int:
+    try:
+        beam = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(422, "invalid_request", f"beam must be an integer, got {value!r}") from None
+    if not 1 <= beam <= max_beam:
+        raise ApiError(422, "invalid_request", f"beam must be between 1 and {max_beam}, got {beam}")
+    return beam
+
+
+def _safe_name(filename: str | None, index: int) -> str:
+    """A client file name for messages only (never opened): last path part, printable, at most 100 chars."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:100]
+    return base or f"file[{index}]"
