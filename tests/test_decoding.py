@@ -258,9 +258,21 @@ def test_real_decoders_beam_one_equals_greedy_and_ensemble_of_one(decoder):
     beam = decode(model, images, mask, beam=3, max_len=10)
     ensemble = decode([model, model], images, mask, beam=3, max_len=10)
     assert [h.tokens for h in beam] == [h.tokens for h in ensemble]
-    for hyp in beam:  # beam 3 never scores below the greedy path's own normalised score
+    # every beam hypothesis's score equals a teacher-forced pass over its tokens: the cache re-ranking
+    # (with the memory-derived entries left in place) fed each step the right history
+    memory = model.encode(images, mask)
+    checked = 0
+    for i, hyp in ((i, h) for i, best in enumerate(beam) for h in [best, *best.alternatives]):
+        checked += 1
         assert all(t >= 3 for t in hyp.tokens) and len(hyp.tokens) <= 10
-    assert all(
-        isinstance(h.r2l_score, float)
-        for h in decode(model, images, mask, beam=2, max_len=6, r2l_rescore=True)
-    )
+        tgt = torch.tensor([[SOS, *hyp.tokens]])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model.decoder(memory.index_select(torch.tensor([i])), tgt)[0], -1)
+        wanted = [*hyp.tokens, EOS] if hyp.finished else hyp.tokens
+        # <pad>/<sos> are excluded from decoding's softmax: renormalise the teacher-forced one the same way
+        allowed = torch.logsumexp(logp[:, EOS:], -1)  # ids 0 (<pad>) and 1 (<sos>) dropped
+        expected = sum(float(logp[t, tok] - allowed[t]) for t, tok in enumerate(wanted))
+        assert hyp.score == pytest.approx(expected, abs=1e-3)
+    assert checked > len(beam)  # the alternatives come from re-ranked beams
+    rescored = decode(model, images, mask, beam=2, max_len=6, r2l_rescore=True)
+    assert all(isinstance(h.r2l_score, float) for h in rescored)

@@ -176,7 +176,11 @@ class _BeamSearch:
         self.device = memories[0].features.device
         expand = torch.arange(batch, device=self.device).repeat_interleave(beam)
         self.memories = [mem.index_select(expand) for mem in memories]
-        self.caches = [m.decoder.init_cache(mem) for m, mem in zip(models, self.memories)]
+        # init once per image, then copy to its beams (memory-derived keys/values are the costly part)
+        self.caches = [
+            m.decoder.reorder_cache(m.decoder.init_cache(mem), expand) for m, mem in zip(models, memories)
+        ]
+        self.static: list[set[str]] = [set() for _ in models]
         self.images = list(range(batch))  # original index of each active image
         # Only beam 0 is alive at the start, so the K beams do not all grow the same prefix.
         self.scores = torch.full((batch, beam), float("-inf"), device=self.device)
@@ -200,7 +204,11 @@ class _BeamSearch:
     def _step_logprobs(self) -> Tensor:
         total = None
         for j, model in enumerate(self.models):
-            logits, self.caches[j] = model.decoder.step(self.memories[j], self.last, self.caches[j])
+            old = self.caches[j]
+            logits, self.caches[j] = model.decoder.step(self.memories[j], self.last, old)
+            # Entries `step` hands back untouched (the same tensor) still hold what init_cache derived from
+            # the memory, identical for every beam of an image: re-ranking beams need not copy them.
+            self.static[j] = {key for key, v in self.caches[j].items() if old.get(key) is v}
             logp = _log_probs(logits, self.sos_id)
             total = logp if total is None else total + logp
         return total / len(self.models)
@@ -228,7 +236,6 @@ class _BeamSearch:
         self.tokens = torch.cat([self.tokens[rows], new_tok.unsqueeze(1)], dim=1)
         self.logprobs = torch.cat([self.logprobs[rows], logp[rows, new_tok].unsqueeze(1)], dim=1)
         self.last = new_tok
-        keep_rows = rows
         done = [self._image_done(i, t) for i in range(n)]
         if any(done):
             alive = [i for i in range(n) if not done[i]]
@@ -240,8 +247,18 @@ class _BeamSearch:
             self.tokens, self.logprobs = self.tokens[alive_rows], self.logprobs[alive_rows]
             self.last = self.last[alive_rows]
             self.memories = [mem.index_select(alive_rows) for mem in self.memories]
-            keep_rows = rows[alive_rows]
-        self.caches = [m.decoder.reorder_cache(c, keep_rows) for m, c in zip(self.models, self.caches)]
+            # images dropped: every entry loses rows, the static ones included
+            rows = rows[alive_rows]
+            self.caches = [m.decoder.reorder_cache(c, rows) for m, c in zip(self.models, self.caches)]
+        else:  # beams re-ranked within each image: only the entries that evolve need reordering
+            self.caches = [self._reorder_within_images(j, rows) for j in range(len(self.models))]
+
+    def _reorder_within_images(self, j: int, rows: Tensor) -> Cache:
+        cache, static = self.caches[j], self.static[j]
+        moved = self.models[j].decoder.reorder_cache(
+            {k: v for k, v in cache.items() if k not in static}, rows
+        )
+        return {**moved, **{k: cache[k] for k in static}}
 
     def _add_finished(self, img: int, row: int, eos_logprob: float | None, score: float) -> None:
         hyp = Hypothesis(
