@@ -202,15 +202,68 @@ def test_upload_too_large_is_413(client):
 
 def test_body_limit_is_checked_while_streaming(client):
     """No Content-Length (chunked): the body is cut off once it passes the limit."""
-    sent = []
 
     def chunks():
         for _ in range(100):
-            sent.append(1)
             yield bytes(64 * 1024)
 
     r = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert_error(r, 413, "payload_too_large", "exceeds the limit")
+
+    def multipart():
+        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        yield b"Content-Type: image/png\r\n\r\n"
+        yield from chunks()
+        yield b"\r\n--xyz--\r\n"
+
+    r = client.post(
+        "/v1/predict", content=multipart(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
     assert_error(r, 413, "payload_too_large")
+
+
+def test_live_server_answers_413_before_the_body_ends(settings):
+    """On a real uvicorn socket: a chunked upload gets its 413 while the client is still sending."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"A" * 64 * 1024)
+            conn.setblocking(False)
+            reply, sent = b"", 0
+            while sent < 100 and not reply:
+                try:
+                    conn.sendall(chunk)
+                    sent += 1
+                except (BlockingIOError, ConnectionError):
+                    pass
+                try:
+                    reply = conn.recv(4096)
+                except BlockingIOError:
+                    time.sleep(0.01)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"payload_too_large" in reply
+        assert sent * 64 * 1024 < 3 * UPLOAD_LIMIT  # answered soon after the limit, not at the end
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_image_over_pixel_limit(client):

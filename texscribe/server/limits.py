@@ -158,11 +158,12 @@ class BodySizeLimit:
 
 
 def _too_large(limit: int, size: int | None) -> ApiError:
-    got = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
+    size_text = f"is {size:,} bytes, over" if size is not None else "exceeds"
     return ApiError(
         413,
         "payload_too_large",
-        f"request body is {got}; the limit is {limit:,} bytes (server option --max-upload-mb)",
+        f"request body {size_text} the limit of {limit:,} bytes (set by the server's --max-upload-mb, "
+        "plus room for encoding overhead)",
     )
 
 
