@@ -86,12 +86,12 @@ def check_image_part_type(content_type: str | None, name: str) -> None:
 def check_payload_size(data: bytes, limit: int, name: str) -> bytes:
     """400 for an empty image, 413 for one over `limit` bytes; returns `data`."""
     if not data:
-        raise ApiError(400, "empty_body", f"{name} is empty; send the image's bytes")
+        raise ApiError(400, "empty_body", f"{name!r} is empty (0 bytes); send the image's bytes")
     if len(data) > limit:
         raise ApiError(
             413,
             "payload_too_large",
-            f"{name} is {len(data):,} bytes; the limit is {limit:,} bytes (server option --max-upload-mb)",
+            f"{name!r} is {len(data):,} bytes; the limit is {limit:,} bytes (server option --max-upload-mb)",
         )
     return data
 
@@ -103,21 +103,21 @@ def decode_base64(text: str, limit: int, name: str = "image_base64") -> bytes:
         header, sep, text = text.partition(",")
         if not sep or ";base64" not in header:
             raise ApiError(
-                400, "invalid_base64", f"{name}: a data URL must look like data:image/png;base64,..."
+                400, "invalid_base64", f"{name!r}: a data URL must look like data:image/png;base64,..."
             )
     if not text:
-        raise ApiError(400, "empty_body", f"{name} is empty; send the image's bytes in base64")
+        raise ApiError(400, "empty_body", f"{name!r} is empty; send the image's bytes in base64")
     # 4 base64 characters carry 3 bytes: reject oversized input before decoding it.
     if len(text) * 3 // 4 > limit + 3:
         raise ApiError(
             413,
             "payload_too_large",
-            f"{name} decodes to about {len(text) * 3 // 4:,} bytes; the limit is {limit:,} bytes",
+            f"{name!r} decodes to about {len(text) * 3 // 4:,} bytes; the limit is {limit:,} bytes",
         )
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, "invalid_base64", f"{name} is not valid base64 ({exc})") from exc
+        raise ApiError(400, "invalid_base64", f"{name!r} is not valid base64 ({exc})") from exc
     return check_payload_size(data, limit, name)
 
 
