@@ -1,4 +1,5 @@
-"""`texscribe data prepare|info`: build a prepared dataset from raw sources, or summarise one."""
+"""`texscribe data prepare|render|info`: build a prepared dataset from raw sources or by rendering
+formulas with TeX, or summarise one."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(func=_prepare)
 
+    _register_render(sub)
+
     info = sub.add_parser("info", help="summarise a prepared dataset")
     info.add_argument("path", metavar="DIR")
     info.set_defaults(func=_info)
@@ -67,6 +70,105 @@ def _prepare(args: argparse.Namespace) -> int:
         rows.append(("tokens outside vocab", sum(result.unknown_tokens.values())))
     _print_table(rows)
     print(f"wrote {result.out} (manifest.tsv, images/, vocab.json, report.md, skipped.tsv)")
+    return 0
+
+
+def _register_render(sub: argparse._SubParsersAction) -> None:
+    from texscribe.render.style import DEFAULT_DPIS, DEFAULT_FONTS, DEFAULT_SIZES, FONTS
+
+    ren = sub.add_parser(
+        "render",
+        help="render LaTeX formulas (k12, CROHME captions, synthetic, a file) into a printed prepared dataset",
+        description="Render a formula corpus with real TeX (latex + dvipng; matplotlib mathtext where TeX is "
+        "missing) in mixed fonts/sizes/dpi, optionally photo-degraded, into a prepared dataset. Formulas that "
+        "fail to compile are listed by cause in report.md and skipped.tsv. Re-running resumes (content-hash "
+        "cache). A hash-chosen held-out part goes to OUT/held_out.",
+    )
+    ren.add_argument(
+        "--corpus",
+        nargs="+",
+        required=True,
+        metavar="CORPUS",
+        help="k12, crohme (train captions), synthetic, k12=PATH, crohme=PATH, or a text FILE (one formula a line)",
+    )
+    ren.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
+    ren.add_argument(
+        "--limit", type=int, default=None, help="distinct formulas per corpus (synthetic: how many; 10000)"
+    )
+    ren.add_argument("--fonts", nargs="+", default=list(DEFAULT_FONTS), choices=FONTS, help="font families")
+    ren.add_argument("--sizes", nargs="+", type=float, default=list(DEFAULT_SIZES), help="font sizes, pt")
+    ren.add_argument("--dpi", nargs="+", type=int, default=list(DEFAULT_DPIS), help="resolutions, dpi")
+    ren.add_argument(
+        "--degrade", type=float, default=0.0, metavar="P", help="probability of a photo-like degradation (0)"
+    )
+    ren.add_argument(
+        "--display", type=float, default=0.5, metavar="P", help="probability of display (vs text) style"
+    )
+    ren.add_argument("--variants", type=int, default=1, help="renderings per formula, each in its own style")
+    ren.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
+    ren.add_argument("--batch-size", type=int, default=None, help="formulas per TeX run (48)")
+    ren.add_argument(
+        "--held-out-fraction", type=float, default=0.02, metavar="F", help="hash-chosen held-out share (0.02)"
+    )
+    ren.add_argument(
+        "--renderer", default="auto", choices=["auto", "tex", "mathtext"], help="(auto: TeX if installed)"
+    )
+    ren.add_argument("--seed", type=int, default=0, help="style and synthetic-corpus seed")
+    ren.add_argument("--max-label-len", type=int, default=200, help="drop formulas longer than N tokens")
+    ren.add_argument(
+        "--drop-multiline", action="store_true", help="drop matrices/arrays/\\\\ like prepare does"
+    )
+    ren.add_argument("--tokenized", action="store_true", help="FILE corpora are space-separated tokens")
+    ren.add_argument(
+        "--data-root", default=None, help="folder holding formulas/ and crohme/ (../shared/data)"
+    )
+    ren.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ren.set_defaults(func=_render)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from texscribe.errors import InputError
+    from texscribe.render.render_dataset import DEFAULT_BATCH, render_dataset
+    from texscribe.render.style import StyleSpace
+
+    for name in ("degrade", "display"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name} must be a probability in [0, 1], got {getattr(args, name)}")
+    styles = StyleSpace(
+        fonts=tuple(args.fonts),
+        sizes=tuple(args.sizes),
+        dpis=tuple(args.dpi),
+        degrade=args.degrade,
+        display=args.display,
+        seed=args.seed,
+    )
+    result = render_dataset(
+        args.corpus,
+        args.out,
+        limit=args.limit,
+        styles=styles,
+        variants=args.variants,
+        held_out_fraction=args.held_out_fraction,
+        renderer=args.renderer,
+        workers=args.workers,
+        batch_size=args.batch_size or DEFAULT_BATCH,
+        max_label_len=args.max_label_len,
+        drop_multiline=args.drop_multiline,
+        tokenized=args.tokenized,
+        data_root=args.data_root,
+        progress=not args.no_progress,
+    )
+    rows: list[tuple[str, object]] = [("renderer", result.renderer), ("train images", result.train)]
+    rows += [("held-out images", result.held_out)]
+    rows += [(f"corpus dropped: {reason}", n) for reason, n in result.corpus_dropped.most_common()]
+    rows += [(f"render failed: {cause}", n) for cause, n in result.failures.most_common()]
+    rows += [
+        ("rendered / reused", f"{result.rendered} / {result.reused}"),
+        ("throughput", f"{result.formulas_per_s:.1f} formulas/s ({result.formulas_per_cpu_s:.1f} per CPU s)"),
+        ("wall time", f"{result.wall_s:.1f} s"),
+    ]
+    _print_table(rows)
+    print(f"wrote {result.out} (manifest.tsv, images/, vocab.json, report.md, skipped.tsv; held_out/)")
     return 0
 
 
