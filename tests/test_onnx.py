@@ -174,3 +174,52 @@ def test_uint8_canvas_image_through_both_backends(export_dir, model_file):
     a = load_model(str(export_dir), backend="onnx", num_threads=1).predict(png, max_len=10)
     b = load_model(str(model_file), num_threads=1).predict(png, max_len=10)
     assert a.tokens == b.tokens
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        {"name": "rnn_attention", "cell": "lstm", "hidden_dim": 48, "embed_dim": 32, "attn_dim": 32,
+         "coverage_channels": 8, "coverage_kernel": 5},
+        {"name": "rnn_attention", "cell": "gru", "hidden_dim": 48, "embed_dim": 32, "attn_dim": 32,
+         "coverage_channels": 8, "coverage_kernel": 5, "row_encoder": True},
+    ],
+    ids=["lstm-coverage", "gru-row-encoder"],
+)  # fmt: skip
+def test_other_decoder_families_export_exactly(decoder, tmp_path):
+    """The export is generic over the Cache dict: WAP-style coverage decoders (cache axes that follow the
+    feature grid, fixed hidden sizes) decode like torch too, greedy and beam."""
+    from texscribe.config import ModelConfig
+    from texscribe.latex import Vocab
+    from texscribe.models.registry import build_model
+    from texscribe.onnx_backend import export_onnx
+
+    torch.manual_seed(0)
+    vocab = Vocab([f"t{i}" for i in range(30)])
+    config = ModelConfig(d_model=48, encoder={"name": "vgg", "channels": [16, 32, 32], "pools": [2, 2, 2]},
+                         decoder=decoder)  # fmt: skip
+    model = build_model(config, len(vocab)).eval()
+    export_onnx(model, vocab, tmp_path)
+    info = read_export_info(tmp_path)
+    assert {"memory", "memory_proj"} <= set(info["static_cache_names"]) and "coverage" in info["cache_names"]
+    backend = OnnxBackend(tmp_path, threads=1)
+    images, mask = random_batch([(48, 160), (33, 250)], seed=11)
+    assert greedy_decode(backend, images, mask, max_len=MAX_LEN) == greedy_decode(
+        model, images, mask, max_len=MAX_LEN
+    )
+    ours = decode(backend, images, mask, beam=3, max_len=MAX_LEN)
+    ref = decode(model, images, mask, beam=3, max_len=MAX_LEN)
+    assert [h.tokens for h in ours] == [h.tokens for h in ref]
+
+
+def test_static_cache_entries_come_back_as_the_same_tensors(export_dir):
+    """Memory keys/values are not step outputs; the backend returns the input tensors, as torch does."""
+    backend = OnnxBackend(export_dir, threads=1)
+    info = read_export_info(export_dir)
+    assert info["static_cache_names"] and all(n.startswith("mem_") for n in info["static_cache_names"])
+    images, mask = random_batch([(64, 200)], seed=5)
+    memory = backend.encode(images, mask)
+    cache = backend.decoder.init_cache(memory)
+    _, new = backend.decoder.step(memory, torch.tensor([1]), cache)
+    for name in info["cache_names"]:
+        assert (new[name] is cache[name]) == (name in info["static_cache_names"])

@@ -6,7 +6,7 @@ An export directory holds three graphs plus the model's own config and vocabular
                        -> features (B,L,D), feature_mask (B,h,w) bool (True = padding), L = h*w
     decoder_init.onnx  features, feature_mask -> the decoder's initial cache tensors
     decoder_step.onnx  features, feature_mask, token (B,) int64, cache... -> logits (B,V), new cache...
-    model.json         {"config": ..., "meta": ..., "cache_names": [...], "source": ...}
+    model.json         {"config", "meta", "cache_names", "static_cache_names", "opset", "quantized"}
     vocab.json         the vocabulary (`texscribe.latex.Vocab` JSON)
 
 The cache is whatever dict the decoder family keeps (`texscribe.models.interface.Cache`), passed
@@ -68,15 +68,17 @@ class _InitGraph(nn.Module):
 
 
 class _StepGraph(nn.Module):
-    def __init__(self, decoder: nn.Module, names: list[str]):
+    """One decoder step; outputs only the cache entries that change (`evolving`), not the static ones."""
+
+    def __init__(self, decoder: nn.Module, names: list[str], evolving: list[str]):
         super().__init__()
-        self.decoder, self.names = decoder, names
+        self.decoder, self.names, self.evolving = decoder, names, evolving
 
     def forward(
         self, features: Tensor, feature_mask: Tensor, token: Tensor, *cache: Tensor
     ) -> tuple[Tensor, ...]:
         logits, new = self.decoder.step(_memory(features, feature_mask), token, dict(zip(self.names, cache)))
-        return (logits, *(new[n] for n in self.names))
+        return (logits, *(new[n] for n in self.evolving))
 
 
 @dataclass
@@ -85,6 +87,41 @@ class ExportResult:
     files: dict[str, int]  # file name -> bytes
     seconds: float
     quantized: bool
+
+
+@dataclass
+class _Example:
+    """Tensors of one example decoding run, used to trace the three graphs."""
+
+    images: Tensor
+    pixel_mask: Tensor
+    features: Tensor
+    feature_mask: Tensor
+    token: Tensor
+    cache: Cache  # after `steps` steps: what the traced step receives
+    names: list[str]
+    static: list[str]  # entries a step returns untouched (the same tensor)
+
+
+@torch.no_grad()
+def _run_example(model: nn.Module, batch: int, height: int, width: int, steps: int) -> _Example:
+    images = torch.rand(batch, 1, height, width)
+    pixel_mask = torch.zeros(batch, height, width, dtype=torch.bool)
+    pixel_mask[1:, :, width // 2 :] = True  # padded rows, so masking is part of the trace
+    features, feature_mask = _EncoderGraph(model)(images, pixel_mask)
+    memory = _memory(features, feature_mask)
+    cache = model.decoder.init_cache(memory)
+    names = sorted(cache)
+    token = torch.ones(batch, dtype=torch.long)
+    previous = cache
+    for _ in range(steps):  # a non-empty history, so no axis is traced at size 0 or 1
+        previous = cache
+        logits, cache = model.decoder.step(memory, token, cache)
+        token = logits.argmax(-1)
+    # Entries a step hands back untouched (memory keys/values) are not step outputs: onnxruntime would
+    # copy them every step, and decoding relies on getting the very same tensor back for them.
+    static = [n for n in names if cache[n] is previous[n]]
+    return _Example(images, pixel_mask, features, feature_mask, token, cache, names, static)
 
 
 def export_onnx(
@@ -100,8 +137,8 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model` (an `ImageToLatex`-shaped module) into `out_dir`; `quantize="int8"` adds dynamic int8.
 
-    The graphs are traced on an example batch of 2 images of `example_size` (H, W) and 3 cached
-    tokens; batch, image size, memory length and cache length are dynamic axes.
+    The graphs are traced on an example batch of 2 images of `example_size` (H, W) after 3 decoding
+    steps; batch, image size, memory length and every cache axis that varies are dynamic.
     """
     if quantize not in (None, "int8"):
         raise TexscribeError(f"unknown quantization {quantize!r}; the only choice is 'int8'")
@@ -111,24 +148,22 @@ def export_onnx(
     model = model.eval().float()
     decoder = model.decoder
     height, width = example_size
-    images = torch.rand(2, 1, height, width)
-    pixel_mask = torch.zeros(2, height, width, dtype=torch.bool)
-    pixel_mask[1, :, width // 2 :] = True  # a padded row, so masking is part of the trace
-    with torch.no_grad():
-        features, feature_mask = _EncoderGraph(model)(images, pixel_mask)
-        memory = _memory(features, feature_mask)
-        cache0 = decoder.init_cache(memory)
-        names = sorted(cache0)
-        cache = cache0
-        token = torch.tensor([1, 1])
-        for _ in range(3):  # a non-empty cache, so no axis is traced at size 0 or 1
-            logits, cache = decoder.step(memory, token, cache)
-            token = logits.argmax(-1)
-
+    ex = _run_example(model, 2, height, width, steps=3)
+    # A second, differently sized run tells which cache axes vary (batch, memory length, steps taken,
+    # coverage grid...) and so must be dynamic; the others (hidden sizes) stay fixed.
+    other = _run_example(model, 3, height + 32, width + 64, steps=4)
+    names, static = ex.names, ex.static
+    evolving = [n for n in names if n not in static]
+    cache_axes = {
+        n: {axis: ("batch" if axis == 0 else f"{n}_dim{axis}")
+            for axis, (a, b) in enumerate(zip(ex.cache[n].shape, other.cache[n].shape)) if a != b or axis == 0}
+        for n in names
+    }  # fmt: skip
+    images, pixel_mask, features, feature_mask = ex.images, ex.pixel_mask, ex.features, ex.feature_mask
+    cache, token = ex.cache, ex.token
     batch = {0: "batch"}
     mem = {0: "batch", 1: "mem_len"}
     grid = {0: "batch", 1: "grid_h", 2: "grid_w"}
-    cache_axes = {n: {0: "batch", 1: f"{n}_len"} for n in names}
     _export(
         _EncoderGraph(model),
         (images, pixel_mask),
@@ -148,15 +183,15 @@ def export_onnx(
         {"features": mem, "feature_mask": grid, **cache_axes},
         opset,
     )
-    step_outputs = ["logits", *(f"{n}.out" for n in names)]
+    step_outputs = ["logits", *(f"{n}.out" for n in evolving)]
     _export(
-        _StepGraph(decoder, names),
+        _StepGraph(decoder, names, evolving),
         (features, feature_mask, token, *(cache[n] for n in names)),
         out / STEP_FILE,
         ["features", "feature_mask", "token", *names],
         step_outputs,
         {"features": mem, "feature_mask": grid, "token": batch, "logits": batch, **cache_axes,
-         **{f"{n}.out": cache_axes[n] for n in names}},
+         **{f"{n}.out": cache_axes[n] for n in evolving}},
         opset,
     )  # fmt: skip
     if quantize == "int8":
@@ -168,6 +203,7 @@ def export_onnx(
         "opset": opset,
         "quantized": quantize,
         "cache_names": names,
+        "static_cache_names": static,
         "config": config or {},
         "meta": meta or {},
     }
@@ -280,8 +316,9 @@ def _quantize_dynamic(out: Path) -> None:
 class _OnnxDecoder:
     """`init_cache/step/reorder_cache` over two onnxruntime sessions; tensors stay torch on the CPU."""
 
-    def __init__(self, init_session, step_session, names: list[str]):
+    def __init__(self, init_session, step_session, names: list[str], static: list[str]):
         self._init, self._step, self.names = init_session, step_session, names
+        self.evolving = [n for n in names if n not in static]
         # The exporter drops inputs a graph never reads (a step that only uses the cached memory
         # keys/values has no `features` input), so feed each session only what it declares.
         self._init_inputs = {i.name for i in init_session.get_inputs()}
@@ -297,7 +334,9 @@ class _OnnxDecoder:
         for n in self.names:
             feed[n] = cache[n].numpy()
         logits, *new = self._step.run(None, feed)
-        return torch.from_numpy(logits), {n: torch.from_numpy(v) for n, v in zip(self.names, new)}
+        updated = {n: torch.from_numpy(v) for n, v in zip(self.evolving, new)}
+        # static entries come back as the same tensors, as the torch decoder returns them
+        return torch.from_numpy(logits), {n: updated.get(n, cache[n]) for n in self.names}
 
     def reorder_cache(self, cache: Cache, index: Tensor) -> Cache:
         return {k: v.index_select(0, index) for k, v in cache.items()}
@@ -350,7 +389,8 @@ class OnnxBackend:
                 ) from exc
 
         self._encoder = session(ENCODER_FILE)
-        self.decoder = _OnnxDecoder(session(INIT_FILE), session(STEP_FILE), list(info["cache_names"]))
+        static = list(info.get("static_cache_names", []))
+        self.decoder = _OnnxDecoder(session(INIT_FILE), session(STEP_FILE), list(info["cache_names"]), static)
 
     def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:
         features, feature_mask = self._encoder.run(
