@@ -1,6 +1,7 @@
 """ONNX Runtime vs torch on CROHME 2014 test images: per-image latency and output agreement.
 
     python benchmarks/onnx_vs_torch.py [--model default|PATH] [--n 100] [--int8] [--threads 2] [--beam 1]
+    python benchmarks/onnx_vs_torch.py --preset default --max-len 30   # before a trained model exists
 
 Exports the model (float, and int8 with --int8) into a temporary folder unless --onnx DIR is given,
 then runs every image through `Recognizer.predict` one at a time with each backend (same
@@ -8,6 +9,8 @@ preprocessing, same decoding code; only the backend object differs). Prints the 
 per-image latency, the speed ratio, the share of images whose tokens are identical to torch's, and
 each backend's exact match against the CROHME label. Images come from `crohme/crohme_offline.zip`
 (split 2014) under ../shared/data (or $TEXSCRIBE_SHARED_DATA); without it the script says so and exits 0.
+`--preset NAME` times an UNTRAINED model of that architecture instead (seeded weights, CROHME-sized
+vocabulary): agreement is still meaningful, exact match is not, and outputs run to --max-len tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +41,21 @@ def crohme_2014(n: int) -> list[tuple[str, bytes, list[str]]]:
     return [(s.id, s.load(), split_label(s.latex)) for s in samples[:n]]
 
 
+def untrained_model_file(preset: str, out: Path) -> Path:
+    """A model file of `preset`'s architecture with seeded random weights and a 110-token vocabulary."""
+    import torch
+
+    from texscribe.checkpoint import save_model_file
+    from texscribe.config import load_config
+    from texscribe.latex import Vocab
+    from texscribe.models.registry import build_model
+
+    config = load_config(preset)
+    vocab = Vocab([f"tok{i}" for i in range(106)])  # CROHME's vocabulary has about 110 entries
+    torch.manual_seed(0)
+    return save_model_file(out, config, vocab, build_model(config.model, len(vocab)).state_dict())
+
+
 def run(recognizer, images, beam: int, max_len: int) -> tuple[list[list[str]], list[float]]:
     """Tokens and wall-clock seconds per image, one `predict` call each (after one warm-up call)."""
     recognizer.predict(images[0][1], beam=beam, max_len=max_len)
@@ -60,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="default", help="shipped name or model file (.pt)")
+    parser.add_argument("--preset", help="time an untrained model of this architecture instead of --model")
     parser.add_argument("--onnx", help="an existing export folder (default: export into a temp folder)")
     parser.add_argument("--int8", action="store_true", help="also export and time a dynamic-int8 model")
     parser.add_argument("--n", type=int, default=100, help="CROHME 2014 images (default 100)")
@@ -73,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     images = crohme_2014(args.n)
     tmp = Path(tempfile.mkdtemp(prefix="texscribe-onnx-"))
+    if args.preset:
+        args.model = str(untrained_model_file(args.preset, tmp / f"untrained-{args.preset}.pt"))
     variants = [("torch", load_model(args.model, num_threads=args.threads))]
     onnx_dir = Path(args.onnx) if args.onnx else export_model_file(args.model, tmp / "fp32").out_dir
     variants.append(("onnx fp32", load_model(str(onnx_dir), backend="onnx", num_threads=args.threads)))
@@ -80,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         int8_dir = export_model_file(args.model, tmp / "int8", quantize="int8").out_dir
         variants.append(("onnx int8", load_model(str(int8_dir), backend="onnx", num_threads=args.threads)))
 
+    label = f"{args.preset} (untrained)" if args.preset else args.model
     print(
-        f"model {args.model}, {len(images)} CROHME 2014 images, beam {args.beam}, {args.threads} threads, batch 1"
+        f"model {label}, {len(images)} CROHME 2014 images, beam {args.beam}, {args.threads} threads, batch 1"
     )
     results = {name: run(rec, images, args.beam, args.max_len) for name, rec in variants}
     torch_tokens, torch_seconds = results["torch"]
