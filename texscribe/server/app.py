@@ -52,7 +52,8 @@ class ServerSettings:
 
 
 def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -> FastAPI:
-    """Build the app. Loads `settings.model` with `settings.backend` unless a loaded `recognizer` is given."""
+    """Build the app. Loads `settings.model` with `settings.backend` unless a loaded `recognizer` is given
+    (an `inference.Recognizer`; its own `max_pixels` then applies instead of `settings.max_pixels`)."""
     settings = settings or ServerSettings()
     from texscribe.inference import available_cpus, load_model
 
