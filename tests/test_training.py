@@ -91,10 +91,11 @@ def test_tiny_preset_learns_and_exports(crohme64: tuple[Path, Path], tmp_path: P
 
 
 def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
-    """A run stopped at step 5 (mid-epoch) and resumed twice trains on exactly the batches of an uninterrupted run."""
+    """A run stopped mid-epoch (step 5), then at an epoch end (after validation), then resumed to step 14
+    trains on exactly the batches of an uninterrupted 14-step run, and its step counter continues."""
     from texscribe.training import train
 
-    train_dir, _ = crohme64
+    train_dir, val_dir = crohme64
     straight = RecordBatches()
     train(
         config(train_dir, tmp_path / "a", "train.max_steps=14", "train.max_epochs=100"), callbacks=[straight]
@@ -102,15 +103,20 @@ def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Pa
 
     pieces = RecordBatches()
     out = tmp_path / "b"
-    first = train(config(train_dir, out, "train.max_steps=5", "train.max_epochs=100"), callbacks=[pieces])
+    first = train(
+        config(train_dir, out, "train.max_steps=5", "train.max_epochs=100", val=val_dir), callbacks=[pieces]
+    )
     assert first.global_step == 5
     ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 5
-    second = train(config(train_dir, out, "train.max_steps=11", "train.max_epochs=100"), callbacks=[pieces])
-    assert second.global_step == 11  # resumed from last.ckpt, did not start over
-    third = train(config(train_dir, out, "train.max_steps=14", "train.max_epochs=100"), callbacks=[pieces])
+    second = train(config(train_dir, out, "train.max_epochs=1", val=val_dir), callbacks=[pieces])
+    per_epoch = second.global_step
+    assert 5 < per_epoch < 14 and second.epochs == 1  # resumed, finished epoch 0 (and validated it)
+    assert second.best_metrics["step"] == per_epoch
+    third = train(
+        config(train_dir, out, "train.max_steps=14", "train.max_epochs=100", val=val_dir), callbacks=[pieces]
+    )
     assert third.global_step == 14 and third.run_dir == first.run_dir
-    assert third.epochs >= 1  # crossed at least one epoch boundary
     assert pieces.ids == straight.ids
     assert len(list((out / "tiny" / "logs" / "csv").glob("segment-*"))) == 3
 

@@ -144,8 +144,9 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
     """Batches of similar-size samples within a padded-pixel budget.
 
     sizes: per-sample (height, width) in pixels *as the model will see them* (upper bounds).
-    Samples are sorted by (height, width) — ties in random per-epoch order — then packed greedily;
-    the batch order is shuffled per epoch. A sample alone over the budget gets a batch of its own
+    Samples are sorted by padded height, then width — each size scaled by a random factor in
+    [1 - jitter, 1 + jitter] per epoch so batch membership varies between epochs, ties in random order —
+    then packed greedily; the batch order is shuffled per epoch. A sample alone over the budget gets a batch of its own
     (counted in `oversized`). With `num_replicas > 1` (DDP) each rank takes every `num_replicas`-th batch;
     with `pad_replicas` the list is first padded by repeating batches so every rank gets the same count.
     """
@@ -161,6 +162,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         pad_replicas: bool = True,
+        jitter: float = 0.1,
     ):
         if max_pixels < 1 or max_size < 1:
             raise ValueError(f"max_pixels and max_size must be >= 1, got {max_pixels}, {max_size}")
@@ -170,6 +172,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         self.max_pixels, self.max_size = int(max_pixels), int(max_size)
         self.sampler = EpochOrder(len(self.sizes), seed=seed, shuffle=shuffle)
         self.num_replicas, self.rank, self.pad_replicas = num_replicas, rank, pad_replicas
+        self.jitter = jitter
         self.skip = 0  # batches of the current epoch already consumed (set when resuming mid-epoch)
         self._cache: tuple[int, list[list[int]]] | None = None
         self.oversized = int(
@@ -195,8 +198,13 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         order = np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
         if len(order) == 0:
             return []
-        h, w = self.sizes[order, 0], self.sizes[order, 1]
-        order = order[np.lexsort((w, h))]  # stable: equal sizes keep the random order
+        h, w = self.sizes[order, 0].astype(float), self.sizes[order, 1].astype(float)
+        if self.sampler.shuffle and self.jitter > 0:  # vary which samples share a batch from epoch to epoch
+            rng = self.sampler.rng(salt=2)
+            h = h * rng.uniform(1 - self.jitter, 1 + self.jitter, len(h))
+            w = w * rng.uniform(1 - self.jitter, 1 + self.jitter, len(w))
+        # rows of equal padded height together, then by width; stable, so ties keep the random order
+        order = order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))]
         out: list[list[int]] = []
         current: list[int] = []
         max_h = max_w = 0

@@ -1,8 +1,8 @@
 """Callbacks for training runs: a frequent, atomic `last.ckpt`, an images/s meter, and PNG curves.
 
 `LastCheckpoint` is what makes "run the same command again" resume: it rewrites
-`checkpoints/last.ckpt` every N optimizer steps or M minutes (whichever comes first), at the end of
-every epoch, at the end of training, and when the run is interrupted (Ctrl-C, SIGTERM). Each write goes
+`checkpoints/last.ckpt` every N optimizer steps or M minutes (whichever comes first), after each
+validation and epoch, at the last step, and when the run is interrupted (Ctrl-C, SIGTERM). Each write goes
 to a temporary file first and is renamed over the old one, so a kill mid-write never corrupts it.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,15 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 
 
-class LastCheckpoint(L.Callback):
-    """Keep `<dirpath>/last.ckpt` fresh (see module docstring)."""
+class LastCheckpoint(Checkpoint):
+    """Keep `<dirpath>/last.ckpt` fresh (see module docstring).
+
+    Saves happen only where Lightning's loop state is consistent for resuming: after a training batch
+    (periodic, or the last one when max_steps / max_time stops the run), after validation, and at the
+    end of an epoch. (Not in `on_train_end`: by then a run stopped mid-epoch has already counted the
+    epoch as finished.) Being a `Checkpoint`, Lightning runs it after the other callbacks, so it sees
+    the stop request the `Timer` makes in the same batch.
+    """
 
     def __init__(
         self, dirpath: str | Path, every_n_steps: int | None = 500, every_minutes: float | None = 10.0
@@ -36,42 +44,45 @@ class LastCheckpoint(L.Callback):
         self.every_seconds = every_minutes * 60 if every_minutes and every_minutes > 0 else None
         self._last_time = time.monotonic()
         self._last_step = -1
+        self._last_kind = ""
 
     @property
     def path(self) -> Path:
         return self.dirpath / LAST
 
-    def save(self, trainer: L.Trainer) -> None:
-        """Atomic save; every rank must call it (the strategy gathers state), rank 0 writes."""
-        if trainer.global_step == self._last_step and self.path.exists():
+    def save(self, trainer: L.Trainer, kind: str) -> None:
+        """Atomic save; every rank must call it (the strategy gathers state), rank 0 writes.
+        A second save at the same step is skipped unless it follows validation (new metrics, best model)."""
+        if trainer.global_step == self._last_step and kind != "validation" and self.path.exists():
             return
         tmp = self.dirpath / (LAST + ".tmp")
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier()
-        self._last_time, self._last_step = time.monotonic(), trainer.global_step
+        self._last_time, self._last_step, self._last_kind = time.monotonic(), trainer.global_step, kind
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         step = trainer.global_step
-        due_steps = self.every_n_steps and step > 0 and step % self.every_n_steps == 0
-        due_time = self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds
-        if trainer.strategy.broadcast(bool(due_steps or due_time)):  # rank 0 decides the time trigger
-            self.save(trainer)
+        due = bool(self.every_n_steps and step % self.every_n_steps == 0)
+        due = due or bool(self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds)
+        due = due or (0 < trainer.max_steps <= step) or trainer.should_stop
+        if trainer.strategy.broadcast(due):  # rank 0 decides (the time trigger differs between ranks)
+            self.save(trainer, "batch")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.save(trainer)
+            self.save(trainer, "validation")
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save(trainer)
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, "epoch")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             log.info("interrupted at step %d: saving %s", trainer.global_step, self.path)
-            self.save(trainer)
+            self.save(trainer, "interrupt")
 
 
 class ImagesPerSecond(L.Callback):

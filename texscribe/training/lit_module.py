@@ -143,7 +143,7 @@ class LitImageToLatex(L.LightningModule):
     def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         optim = self.config.optim
         kind = optim.scheduler.lower()
-        total = self._total_steps() if kind in ("cosine", "onecycle") else 0  # also sets num_training_batches
+        total = self._total_steps() if kind in ("cosine", "onecycle") else 0
         warmup = max(0, optim.warmup_steps)
         if kind == "onecycle":
             pct = min(0.5, max(warmup / total, 0.01))
@@ -154,10 +154,7 @@ class LitImageToLatex(L.LightningModule):
             raise ConfigError(
                 f"optim.scheduler: unknown {optim.scheduler!r}; choose multistep, cosine, onecycle or constant"
             )
-        steps_per_epoch = 1
-        if kind == "multistep":
-            _ = self.trainer.estimated_stepping_batches  # loads the train loader so its length is known
-            steps_per_epoch = max(1, int(self.trainer.num_training_batches))
+        steps_per_epoch = self._steps_per_epoch() if kind == "multistep" else 1
         milestones = sorted(m * steps_per_epoch for m in optim.milestones)
         floor = optim.min_lr_ratio
 
@@ -174,12 +171,30 @@ class LitImageToLatex(L.LightningModule):
 
     def _total_steps(self) -> int:
         """Optimizer steps of the whole run (max_steps, or max_epochs x batches per epoch): the schedule length."""
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
+        trainer = self.trainer
+        by_epochs = (
+            trainer.max_epochs * self._steps_per_epoch()
+            if trainer.max_epochs and trainer.max_epochs > 0
+            else 0
+        )
+        by_steps = trainer.max_steps if trainer.max_steps > 0 else 0
+        total = min(t for t in (by_epochs, by_steps) if t) if by_epochs or by_steps else 0
+        if total <= 0:
             raise ConfigError(
                 "optim.scheduler cosine/onecycle needs train.max_steps or train.max_epochs to be set"
             )
-        return int(total)
+        return total
+
+    def _steps_per_epoch(self) -> int:
+        """Batches per epoch on this rank, from the datamodule's own loader.
+
+        Not `trainer.estimated_stepping_batches`: that builds Lightning's train loader before a checkpoint
+        is restored, and the loader's saved position would then never be loaded on resume.
+        """
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            return max(1, int(self.trainer.estimated_stepping_batches // max(1, self.trainer.max_epochs)))
+        return max(1, len(datamodule.train_dataloader()))
 
 
 def _distance(pred: list[str], ref: list[str]) -> int:

@@ -221,6 +221,7 @@ def train(
         best_cb = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
             monitor="val/exprate", mode="max", save_top_k=1, enable_version_counter=False,
+            save_on_train_epoch_end=False,
         )  # fmt: skip
         callbacks.append(best_cb)
         if tc.early_stop_patience:
@@ -246,7 +247,7 @@ def train(
         log_every_n_steps=tc.log_every_n_steps,
         callbacks=callbacks,
         logger=loggers,
-        enable_checkpointing=has_val,
+        enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
         default_root_dir=run_dir,
         use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
     )
