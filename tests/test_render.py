@@ -22,7 +22,14 @@ from texscribe.render.degrade import Degradation, apply_degradation, photo_degra
 from texscribe.render.renderer import RenderError, choose_renderer, render_formula, render_formulas
 from texscribe.render.style import FAILURE_CAUSES, RenderFailure, RenderStyle, StyleSpace
 from texscribe.render.synthetic import synthesize
-from texscribe.render.tex import check_formula, classify_error, parse_log, render_tex_batch, tex_font_status
+from texscribe.render.tex import (
+    TexItem,
+    check_formula,
+    classify_error,
+    parse_log,
+    render_tex_batch,
+    tex_font_status,
+)
 
 TEX_PROBLEM = tex_font_status().get("cm")
 needs_tex = pytest.mark.skipif(
@@ -54,16 +61,23 @@ def test_tex_renders_every_font_cropped_and_ink_bright(font: str) -> None:
 
 
 @needs_tex
-def test_tex_size_and_dpi_scale_the_image() -> None:
+def test_tex_size_dpi_and_math_style_vary_within_one_batch() -> None:
     formula = r"\frac{x^{2}+1}{y}"
-    base = render_formula(formula, RenderStyle("cm", 10.0, 150), "tex")
-    double_dpi = render_formula(formula, RenderStyle("cm", 10.0, 300), "tex")
-    bigger = render_formula(formula, RenderStyle("cm", 12.0, 150), "tex")
-    ink_h = lambda im: im.shape[0] - 8  # noqa: E731  (height without the 4 px margins)
+    styles = [
+        RenderStyle("cm", 10.0, 150),
+        RenderStyle("cm", 10.0, 300),
+        RenderStyle("cm", 12.0, 150),
+        RenderStyle("cm", 10.0, 150, display=False),
+    ]
+    base, double_dpi, bigger, text = render_formulas([formula] * 4, styles, "tex")  # one latex run
+
+    def ink_h(im: np.ndarray) -> int:
+        return im.shape[0] - 8  # height without the 4 px margins
+
     assert ink_h(double_dpi) / ink_h(base) == pytest.approx(2.0, rel=0.08)
     assert ink_h(bigger) / ink_h(base) == pytest.approx(1.2, rel=0.1)
-    text = render_formula(formula, RenderStyle("cm", 10.0, 150, display=False), "tex")
     assert text.shape[0] < base.shape[0]  # text style sets fractions smaller
+    assert np.array_equal(base, render_formula(formula, styles[0], "tex"))  # same pixels alone or batched
 
 
 @needs_tex
@@ -81,7 +95,7 @@ def test_failing_formulas_report_their_cause_and_the_rest_render() -> None:
         r"\mathscr{x}": "missing_glyph",
     }
     formulas = [f for pair in zip(GOOD * 3, bad) for f in pair]
-    results = render_tex_batch([(f, 10.0) for f in formulas], "cm", 150)
+    results = render_tex_batch([TexItem(f, 10.0, 150) for f in formulas], "cm")
     for formula, result in zip(formulas, results):
         if formula in bad:
             assert isinstance(result, RenderFailure), formula
@@ -99,7 +113,7 @@ def test_batch_recovers_when_a_formula_breaks_the_document(monkeypatch: pytest.M
     batch is split until the culprits are alone, and every other formula still renders."""
     monkeypatch.setattr(tex_module, "check_formula", lambda latex: None)
     formulas = [GOOD[0], r"\iffalse", GOOD[1], GOOD[2], r"\stop", GOOD[3]]
-    results = render_tex_batch([(f, 10.0) for f in formulas], "cm", 120)
+    results = render_tex_batch([TexItem(f, 10.0, 120) for f in formulas], "cm")
     assert [isinstance(r, RenderFailure) for r in results] == [False, True, False, False, True, False]
     assert results[1].cause in ("other_tex_error", "fatal_error")
 
@@ -108,7 +122,7 @@ def test_batch_recovers_when_a_formula_breaks_the_document(monkeypatch: pytest.M
 def test_runaway_formula_times_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tex_module, "check_formula", lambda latex: None)
     formulas = [GOOD[0], r"\def\x{\x}\x"]  # an endless macro loop
-    results = render_tex_batch([(f, 10.0) for f in formulas], "cm", 120, timeout=3.0)
+    results = render_tex_batch([TexItem(f, 10.0, 120) for f in formulas], "cm", timeout=3.0)
     assert isinstance(results[0], np.ndarray)
     assert results[1] == RenderFailure("timeout", "latex ran longer than 3 s")
 
@@ -300,6 +314,10 @@ def test_corpus_spec_errors_name_the_fix(tmp_path: Path) -> None:
         CorpusSpec.parse(str(tmp_path / "missing.lst"))
     with pytest.raises(InputError, match="k12=PATH"):
         CorpusSpec.parse(f"k12={tmp_path / 'nope.lst'}")
+    evaluation = tmp_path / "im2latex_validate_formulas.lst"
+    evaluation.write_text("x\n", encoding="utf-8")
+    with pytest.raises(InputError, match="evaluation only"):
+        CorpusSpec.parse(str(evaluation))
     bad = tmp_path / "latin1.lst"
     bad.write_bytes("x = \xe9\n".encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8"):

@@ -106,7 +106,7 @@ def _register_render(sub: argparse._SubParsersAction) -> None:
     )
     ren.add_argument("--variants", type=int, default=1, help="renderings per formula, each in its own style")
     ren.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
-    ren.add_argument("--batch-size", type=int, default=None, help="formulas per TeX run (48)")
+    ren.add_argument("--batch-size", type=int, default=None, help="formulas per TeX run (256)")
     ren.add_argument(
         "--held-out-fraction", type=float, default=0.02, metavar="F", help="hash-chosen held-out share (0.02)"
     )

@@ -27,6 +27,8 @@ from texscribe.latex import to_latex, to_text
 NAMED = {"k12": "formulas/k12_formulas.lst", "crohme": "crohme/crohme_offline.zip"}
 SYNTHETIC_DEFAULT_COUNT = 10_000
 CROHME_SPLIT = "train"  # the 2014 split is the test set: never render it for training
+# Path fragments of evaluation-only data that must never become training images.
+HELD_BACK_MARKERS = ("im2latex_val", "im2latex_validate", "crohme_2014", "/2014/")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ class CorpusSpec:
         if not path.is_file():
             raise InputError(
                 "corpus is not k12, crohme, synthetic, NAME=PATH or an existing text file", source=spec
+            )
+        if any(mark in str(path).lower() for mark in HELD_BACK_MARKERS):
+            raise InputError(
+                "this looks like the im2latex validation set, which is kept for evaluation only; "
+                "render training formulas from another file",
+                source=spec,
             )
         return cls("file", path, path.stem)
 

@@ -1,7 +1,6 @@
 """LaTeX -> canonical images: pick a renderer (real TeX, else mathtext), render, degrade, crop.
 
-`render_formulas` is the batch entry point (groups formulas so each TeX run shares font, dpi and math
-style); `render_formula` renders one and raises `RenderError`. Results are canonical images
+`render_formulas` is the batch entry point (one TeX run per font); `render_formula` renders one and raises `RenderError`. Results are canonical images
 (`texscribe.images`: float32 (H, W) in [0, 1], ink bright on dark) cropped to the ink plus `margin` px.
 """
 
@@ -18,7 +17,7 @@ from texscribe.images import DEFAULT_MAX_PIXELS, crop_to_ink, has_ink, load_imag
 from texscribe.render.degrade import photo_degrade
 from texscribe.render.mathtext import render_mathtext
 from texscribe.render.style import FONTS, RenderFailure, RenderStyle
-from texscribe.render.tex import render_tex_batch, tex_font_status, tex_missing
+from texscribe.render.tex import TexItem, render_tex_batch, tex_font_status, tex_missing
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +70,22 @@ def render_formulas(
     timeout: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[np.ndarray | RenderFailure]:
-    """Render `formulas[i]` in `styles[i]`; a canonical image or a `RenderFailure` for each, in order."""
+    """Render `formulas[i]` in `styles[i]`; a canonical image or a `RenderFailure` for each, in order.
+
+    With TeX, formulas of one font share one `latex` run, so pass many at once.
+    """
     if len(formulas) != len(styles):
         raise ValueError(f"{len(formulas)} formulas but {len(styles)} styles")
     if renderer not in ("tex", "mathtext"):
         renderer = choose_renderer(renderer, sorted({s.font for s in styles}))
     papers: list[np.ndarray | RenderFailure | None] = [None] * len(formulas)
     if renderer == "tex":
-        groups: dict[tuple[str, int, bool], list[int]] = defaultdict(list)
+        groups: dict[str, list[int]] = defaultdict(list)
         for i, style in enumerate(styles):
-            groups[(style.font, style.dpi, style.display)].append(i)
-        for (font, dpi, display), idx in groups.items():
-            pages = render_tex_batch(
-                [(formulas[i], styles[i].size) for i in idx],
-                font,
-                dpi,
-                display=display,
-                timeout=timeout,
-                max_pixels=max_pixels,
-            )
+            groups[style.font].append(i)
+        for font, idx in groups.items():
+            items = [TexItem(formulas[i], styles[i].size, styles[i].dpi, styles[i].display) for i in idx]
+            pages = render_tex_batch(items, font, timeout=timeout, max_pixels=max_pixels)
             for i, page in zip(idx, pages):
                 papers[i] = page
     else:

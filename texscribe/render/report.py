@@ -74,7 +74,9 @@ def write_render_report(
         },
     }
     (root / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    (root / REPORT_MD).write_text(render_markdown(report) + _markdown(report["render"]), encoding="utf-8")
+    (root / REPORT_MD).write_text(
+        render_markdown(report) + "\n" + _markdown(report["render"]), encoding="utf-8"
+    )
     return report
 
 

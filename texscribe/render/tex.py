@@ -1,11 +1,12 @@
 """Real-TeX rendering: many formulas per `latex` run (one DVI page each), then one `dvipng` pass.
 
 Each formula becomes `\\ts{index}{size}{formula}`, which logs `<ts:begin:i>` / `<ts:end:i>` markers and
-ships out exactly one page holding `$\\displaystyle formula$` in an `\\hbox`. TeX runs in batch mode and
+ships out exactly one page holding `$\\displaystyle formula$` (or `\\textstyle`) in an `\\hbox`. TeX runs in batch mode and
 recovers from errors, so one bad formula costs one page: errors between a formula's markers are
 classified (`FAILURE_CAUSES`) and only that page is dropped. When the run's structure breaks (a fatal
 error, a timeout, pages missing), the batch is split in halves and retried until the culprit is alone.
-`dvipng -T tight` crops every page to its ink. Output: uint8 (H, W) "paper" images, ink dark on white.
+`dvipng -T tight` crops every page to its ink (one pass per dpi). Sizes, dpi and math style vary per
+formula, so one font is one document. Output: uint8 (H, W) "paper" images, ink dark on white.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -180,26 +182,34 @@ def check_formula(latex: str) -> RenderFailure | None:
     return None
 
 
+class TexItem(NamedTuple):
+    """One formula to typeset: LaTeX source, font size in TeX points, resolution, display or text style."""
+
+    latex: str
+    size: float = 10.0
+    dpi: int = 200
+    display: bool = True
+
+
 def render_tex_batch(
-    formulas: Sequence[tuple[str, float]],
+    items: Sequence[TexItem],
     font: str,
-    dpi: int,
     *,
-    display: bool = True,
     timeout: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[np.ndarray | RenderFailure]:
-    """Render `(latex, size_pt)` pairs in one font at `dpi`; one uint8 (H, W) image (ink dark) or failure each.
+    """Render `items` in one font with one `latex` run; one uint8 (H, W) image (ink dark) or failure each.
 
+    Sizes and math styles vary per page; each distinct dpi is one `dvipng` pass over its pages.
     `timeout` bounds each `latex` run (default 20 s + 0.5 s per formula).
     """
     if font not in TEX_FONTS:
         raise ValueError(f"unknown TeX font {font!r}; choose from {', '.join(TEX_FONTS)}")
-    results: list[np.ndarray | RenderFailure | None] = [check_formula(latex) for latex, _ in formulas]
+    results: list[np.ndarray | RenderFailure | None] = [check_formula(item.latex) for item in items]
     todo = [i for i, r in enumerate(results) if r is None]
     with tempfile.TemporaryDirectory(prefix="texscribe-tex-") as tmp:
-        job = _Job(Path(tmp), TEX_FONTS[font], dpi, display, timeout, max_pixels)
-        for i, outcome in zip(todo, job.render([formulas[i] for i in todo])):
+        job = _Job(Path(tmp), TEX_FONTS[font], timeout, max_pixels)
+        for i, outcome in zip(todo, job.render([items[i] for i in todo])):
             results[i] = outcome
     return results  # type: ignore[return-value]
 
@@ -210,13 +220,11 @@ class _Job:
 
     folder: Path
     font: TexFont
-    dpi: int
-    display: bool
     timeout: float | None
     max_pixels: int
     runs: int = 0
 
-    def render(self, items: list[tuple[str, float]]) -> list[np.ndarray | RenderFailure]:
+    def render(self, items: list[TexItem]) -> list[np.ndarray | RenderFailure]:
         if not items:
             return []
         self.runs += 1
@@ -243,42 +251,60 @@ class _Job:
             if len(items) == 1:
                 return [errors.get(0) or RenderFailure("fatal_error", _last_error(log) or "no page written")]
             return self.split(items)
-        pages = self.dvipng(stem, len(items))
+        pages = self.dvipng(stem, items, errors)
         if isinstance(pages, RenderFailure):
             return [pages] if len(items) == 1 else self.split(items)
         return [errors.get(i) or _paper(pages[i], self.max_pixels) for i in range(len(items))]
 
-    def split(self, items: list[tuple[str, float]]) -> list[np.ndarray | RenderFailure]:
+    def split(self, items: list[TexItem]) -> list[np.ndarray | RenderFailure]:
         half = len(items) // 2
         return self.render(items[:half]) + self.render(items[half:])
 
-    def document(self, items: list[tuple[str, float]]) -> str:
-        style = "\\displaystyle" if self.display else "\\textstyle"
+    def document(self, items: list[TexItem]) -> str:
+        """One page per formula; `\\count0` = index + 1 names the page for `dvipng -pp` and its file."""
         lines = [
             "\\RequirePackage{fix-cm}" if self.font.fix_cm else "",
             "\\documentclass{article}",
             self.font.preamble + FALLBACK_COMMANDS,
-            "\\newcommand\\ts[3]{\\typeout{<ts:begin:#1>}\\begingroup\\fontsize{#2}{#2}\\selectfont"
-            f"{self.font.switch}\\setbox0\\hbox{{${style} #3$}}\\shipout\\box0\\endgroup\\typeout{{<ts:end:#1>}}}}",
+            "\\newcommand\\ts[4]{\\typeout{<ts:begin:#1>}\\begingroup\\fontsize{#2}{#2}\\selectfont"
+            f"{self.font.switch}\\setbox0\\hbox{{$#3 #4$}}\\count0=\\numexpr#1+1\\relax\\shipout\\box0"
+            "\\endgroup\\typeout{<ts:end:#1>}}",
             "\\begin{document}",
             "\\tracinglostchars=3",  # a character missing from the font is an error, not a silent gap
         ]
-        lines += [f"\\ts{{{i}}}{{{size:g}}}{{{latex}}}" for i, (latex, size) in enumerate(items)]
+        for i, item in enumerate(items):
+            style = "\\displaystyle" if item.display else "\\textstyle"
+            lines.append(f"\\ts{{{i}}}{{{item.size:g}}}{{{style}}}{{{item.latex}}}")
         lines.append("\\end{document}")
         return "\n".join(lines) + "\n"
 
-    def dvipng(self, stem: str, n: int) -> list[Path] | RenderFailure:
-        cmd = ["dvipng", "-q", "-T", "tight", "-D", str(self.dpi), "-z", "1", "-o", f"{stem}-%d.png", stem]
-        try:
-            proc = subprocess.run(
-                cmd, cwd=self.folder, capture_output=True, text=True, timeout=30 + 0.5 * n, errors="replace"
-            )
-        except subprocess.TimeoutExpired:
-            return RenderFailure("timeout", "dvipng took too long")
-        pages = [self.folder / f"{stem}-{k}.png" for k in range(1, n + 1)]
-        if proc.returncode != 0 or not all(p.is_file() for p in pages):
-            return RenderFailure("renderer_error", f"dvipng failed: {(proc.stderr or proc.stdout)[-300:]}")
-        return pages
+    def dvipng(
+        self, stem: str, items: list[TexItem], errors: dict[int, RenderFailure]
+    ) -> list[Path] | RenderFailure:
+        """Convert the pages that compiled, one `dvipng -pp` pass per dpi; the page files in item order."""
+        by_dpi: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            if i not in errors:
+                by_dpi.setdefault(item.dpi, []).append(i + 1)
+        for dpi, pages in by_dpi.items():
+            cmd = ["dvipng", "-q", "-T", "tight", "-D", str(dpi), "-z", "1", "-o", f"{stem}-%d.png"]
+            cmd += ["-pp", ",".join(map(str, pages)), f"{stem}.dvi"]
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    cwd=self.folder,
+                    capture_output=True,
+                    text=True,
+                    timeout=30 + 0.5 * len(pages),
+                    errors="replace",
+                )
+            except subprocess.TimeoutExpired:
+                return RenderFailure("timeout", "dvipng took too long")
+            if proc.returncode != 0 or not all((self.folder / f"{stem}-{k}.png").is_file() for k in pages):
+                return RenderFailure(
+                    "renderer_error", f"dvipng failed: {(proc.stderr or proc.stdout)[-300:]}"
+                )
+        return [self.folder / f"{stem}-{k}.png" for k in range(1, len(items) + 1)]
 
 
 def parse_log(log: str, n: int) -> tuple[dict[int, RenderFailure], bool]:
