@@ -34,7 +34,7 @@ from texscribe.render.tex import (
 TEX_PROBLEM = tex_font_status().get("cm")
 needs_tex = pytest.mark.skipif(
     TEX_PROBLEM is not None,
-    reason=f"real-TeX rendering unavailable: {TEX_PROBLEM} (run scripts/setup.sh as root)",
+    reason=f"real-TeX rendering unavailable: {TEX_PROBLEM}",
 )
 GOOD = [r"\frac{a}{b}+\sqrt[3]{x^{2}}", r"\sum_{i=1}^{n}\alpha_{i}", r"E=mc^{2}", r"\int_{0}^{1}f(x)dx"]
 
@@ -388,7 +388,7 @@ def test_data_render_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
     code, _ = _run_render(tmp_path, "tex", "--fonts", "cm", "sans", "--dpi", "120", "160", "--degrade", "0.3")
-    assert code == 0 and _table(capsys.readouterr().out)["rendered / reused"] == "0 / 10"  # all cached
+    assert code == 0 and _table(capsys.readouterr().out)["renderings new / cached"] == "0 / 10"  # all cached
     assert {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
 
     code, _ = _run_render(tmp_path, "tex", "--fonts", "times", "--dpi", "120")  # another style: re-rendered
@@ -396,12 +396,25 @@ def test_data_render_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert set(p.name for p in (out / "images").iterdir()) == set(mtimes)
 
 
-def test_data_render_with_mathtext(tmp_path: Path) -> None:
+def test_data_render_with_mathtext_resumes_after_an_interruption(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     code, out = _run_render(tmp_path, "mathtext", "--fonts", "cm", "--workers", "1")
     assert code == 0
     train, held = PreparedDataset.open(out), PreparedDataset.open(out / "held_out")
     assert len(train) + len(held) == 9
     assert json.loads((out / "report.json").read_text())["render"]["renderer"] == "mathtext"
+    failures = {**train.report["render"]["compile_failures"], **held.report["render"]["compile_failures"]}
+    assert failures == {"mathtext_unsupported": 1}  # \bogus
+    capsys.readouterr()
+    # an interrupted run: the state log lost its last 3 lines and one image was never written
+    state = out / ".render_state.tsv"
+    lines = state.read_text(encoding="utf-8").splitlines(keepends=True)
+    state.write_text("".join(lines[:-3]), encoding="utf-8")
+    train[0].image_path.unlink()
+    code, _ = _run_render(tmp_path, "mathtext", "--fonts", "cm", "--workers", "1")
+    assert code == 0 and _table(capsys.readouterr().out)["renderings new / cached"] in ("3 / 7", "4 / 6")
+    assert len(PreparedDataset.open(out)) == len(train) and train[0].image_path.is_file()
 
 
 def test_data_render_refuses_a_foreign_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -163,7 +163,7 @@ def _render(args: argparse.Namespace) -> int:
     rows += [(f"corpus dropped: {reason}", n) for reason, n in result.corpus_dropped.most_common()]
     rows += [(f"render failed: {cause}", n) for cause, n in result.failures.most_common()]
     rows += [
-        ("rendered / reused", f"{result.rendered} / {result.reused}"),
+        ("renderings new / cached", f"{result.attempted} / {result.reused}"),
         ("throughput", f"{result.formulas_per_s:.1f} formulas/s ({result.formulas_per_cpu_s:.1f} per CPU s)"),
         ("wall time", f"{result.wall_s:.1f} s"),
     ]
