@@ -126,7 +126,7 @@ def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Pa
     from texscribe.training import train
 
     train_dir, _ = crohme64
-    base = train(config(train_dir, tmp_path, "train.max_steps=2"))
+    base = train(config(train_dir, tmp_path, "train.max_steps=2", "train.bidirectional=true"))
     fresh = train(config(train_dir, tmp_path, "train.max_steps=2"), resume="never")
     assert fresh.run_dir.name == "tiny-2" and fresh.global_step == 2
     tuned = train(

@@ -79,6 +79,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     teacher_forcing: float = 1.0
     val_every_n_epochs: int = 1
+    val_every_n_steps: int | None = None  # validate every N training batches instead (long epochs)
     val_limit: int | None = None
     val_beam: int = 1
     early_stop_patience: int | None = None

@@ -71,7 +71,9 @@ class LastCheckpoint(Checkpoint):
             self.save(trainer, "batch")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if (
+            not trainer.sanity_checking and trainer.state.fn.value == "fit"
+        ):  # not `trainer.validate` after fit
             self.save(trainer, "validation")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

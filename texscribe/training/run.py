@@ -241,7 +241,8 @@ def train(
         max_epochs=tc.max_epochs,
         max_steps=tc.max_steps,
         gradient_clip_val=tc.grad_clip or None,
-        check_val_every_n_epoch=tc.val_every_n_epochs,
+        check_val_every_n_epoch=None if tc.val_every_n_steps else tc.val_every_n_epochs,
+        val_check_interval=tc.val_every_n_steps or None,
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=1 if has_val else 0,
         log_every_n_steps=tc.log_every_n_steps,
@@ -259,6 +260,10 @@ def train(
             print(f"  resuming from {ckpt_path}")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        finished = trainer.state.status.value == "finished"
+        stale = not module.val_history or module.val_history[-1]["step"] != trainer.global_step
+        if finished and has_val and stale:  # e.g. stopped by max_time mid-epoch: score the final weights
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         curves = []
         if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
@@ -281,21 +286,31 @@ def train(
         train_seconds=round(timer.time_elapsed("train"), 1),
         curves=curves,
     )
-    if trainer.is_global_zero and trainer.state.status.value == "finished":
-        source = result.best_checkpoint or result.last_checkpoint
-        if source is not None:
-            meta = {
-                "data": {"train": list(config.data.train), "val": config.data.val},
-                "global_step": result.global_step,
-                "epochs": result.epochs,
-                "best_metrics": result.best_metrics,
-                "train_seconds": result.train_seconds,
-                "hardware": hardware(),
-                "run_dir": str(run_dir),
-            }
-            try:
-                result.model_file = export_checkpoint(source, run_dir / MODEL_FILE, meta)
-            except TexscribeError as exc:
-                log.error("export failed: %s", exc)
+    if trainer.is_global_zero and finished:
+        result.model_file = _export(config, module, result, trainer.global_step)
         (run_dir / "result.json").write_text(result.to_json(), encoding="utf-8")
     return result
+
+
+def _export(config: Config, module: Any, result: TrainResult, global_step: int) -> Path | None:
+    """Write `<run dir>/model.pt` from the best weights: the best checkpoint, or the weights in memory
+    when they are the best (validated at the final step) or no checkpoint holds better ones."""
+    meta = {
+        "data": {"train": list(config.data.train), "val": config.data.val},
+        "global_step": global_step,
+        "epochs": result.epochs,
+        "best_metrics": result.best_metrics,
+        "train_seconds": result.train_seconds,
+        "hardware": hardware(),
+        "run_dir": str(result.run_dir),
+    }
+    out = result.run_dir / MODEL_FILE
+    best_is_final = result.best_metrics.get("step") == global_step
+    if result.best_checkpoint is None or best_is_final:
+        meta = {"checkpoint": "final weights", "checkpoint_step": global_step, **meta}
+        return save_model_file(out, config, module.vocab, module.model.state_dict(), meta)
+    try:
+        return export_checkpoint(result.best_checkpoint, out, meta)
+    except TexscribeError as exc:
+        log.error("export of %s failed: %s", result.best_checkpoint, exc)
+        return None
