@@ -14,8 +14,6 @@ import torch
 
 from texscribe.config import Config, load_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared]
-
 # small images keep a CPU step well under a second on the tiny preset
 SMALL = [
     "data.img_max_height=48",
@@ -61,6 +59,8 @@ class RecordBatches(L.Callback):
         self.loss[trainer.global_step] = float(outputs["loss"])
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_tiny_preset_learns_and_exports(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     from texscribe.checkpoint import read_model_file
     from texscribe.training import train
@@ -90,6 +90,8 @@ def test_tiny_preset_learns_and_exports(crohme64: tuple[Path, Path], tmp_path: P
     print(f"tiny: 30 steps in {elapsed:.1f} s, loss {first:.2f} -> {last:.2f}")
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     """A run stopped mid-epoch (step 5), then at an epoch end (after validation), then resumed to step 14
     trains on exactly the batches of an uninterrupted 14-step run, and its step counter continues."""
@@ -121,6 +123,8 @@ def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Pa
     assert len(list((out / "tiny" / "logs" / "csv").glob("segment-*"))) == 3
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     from texscribe.checkpoint import read_model_file
     from texscribe.training import train
@@ -137,6 +141,8 @@ def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Pa
     assert read_model_file(tuned.model_file).vocab.itos == read_model_file(base.model_file).vocab.itos
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_cli_train_prints_locations(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     train_dir, _ = crohme64
     cmd = [sys.executable, "-m", "texscribe.cli", "train", "--config", "tiny", "--train", str(train_dir),
@@ -151,6 +157,8 @@ def test_cli_train_prints_locations(crohme64: tuple[Path, Path], tmp_path: Path)
     assert bad.returncode == 2 and "optim.nme" in bad.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     """`strategy=ddp devices=2` on CPU (gloo): two ranks each take half the batches."""
     train_dir, val_dir = crohme64
@@ -161,3 +169,46 @@ def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "tiny" / "model.pt").is_file()
     assert "steps 3" in proc.stdout
+
+
+# ------------------------------------------------------------------------------- learning-rate schedules
+SCHEDULE = dict(warmup=10, total=110, milestones=[50, 80], gamma=0.1, floor=0.01)
+
+
+def test_every_schedule_warms_up_linearly() -> None:
+    from texscribe.training.lit_module import SCHEDULERS, lr_factor
+
+    for kind in SCHEDULERS:
+        ramp = [lr_factor(kind, s, **SCHEDULE) for s in range(10)]
+        assert all(a < b for a, b in zip(ramp, ramp[1:])), kind
+        assert ramp[0] <= 0.1 and abs(lr_factor(kind, 10, **SCHEDULE) - 1.0) < 1e-6, kind
+
+
+def test_schedule_shapes() -> None:
+    from texscribe.training.lit_module import lr_factor
+
+    assert lr_factor("constant", 100, **SCHEDULE) == 1.0
+    assert [lr_factor("multistep", s, **SCHEDULE) for s in (49, 50, 79, 80)] == pytest.approx(
+        [1, 0.1, 0.1, 0.01]
+    )
+    cosine = [lr_factor("cosine", s, **SCHEDULE) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+    assert cosine[50] == pytest.approx(0.01 + 0.99 * 0.5) and cosine[-1] == pytest.approx(0.01)
+    assert lr_factor("onecycle", 0, **SCHEDULE) == pytest.approx(0.04)
+    assert lr_factor("cosine", 10_000, **SCHEDULE) == pytest.approx(
+        0.01
+    )  # past the horizon: stays at the floor
+
+
+def test_optimizer_and_scheduler_errors_name_the_key() -> None:
+    from texscribe.errors import ConfigError
+    from texscribe.latex import Vocab
+    from texscribe.training.lit_module import LitImageToLatex
+
+    vocab = Vocab(["x", "y"]).itos
+    bad_opt = load_config("tiny", ["optim.name=lbfgs"])
+    with pytest.raises(ConfigError, match="optim.name"):
+        LitImageToLatex(bad_opt.to_dict(), vocab).configure_optimizers()
+    bad_sched = load_config("tiny", ["optim.scheduler=linear"])
+    with pytest.raises(ConfigError, match="optim.scheduler"):
+        LitImageToLatex(bad_sched.to_dict(), vocab).configure_optimizers()

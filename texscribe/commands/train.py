@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-weights",
         metavar="FILE",
-        help="start from these weights (model.pt or .ckpt) with a fresh optimizer",
+        help="start a fresh run from these weights (model.pt or .ckpt) and their vocabulary, with a new optimizer (not used when resuming)",
     )
     p.add_argument(
         "overrides",

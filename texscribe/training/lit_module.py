@@ -17,8 +17,8 @@ from torch import Tensor
 
 from texscribe.config import Config, from_dict
 from texscribe.data.batching import Batch
-from texscribe.errors import ConfigError, LabelError
-from texscribe.latex import Vocab, normalize
+from texscribe.errors import ConfigError
+from texscribe.latex import Vocab
 
 
 class LitImageToLatex(L.LightningModule):
@@ -88,8 +88,15 @@ class LitImageToLatex(L.LightningModule):
         self._val_refs.extend(self.vocab.decode(r.tolist()) for r in batch.tgt_out)
 
     def on_validation_epoch_end(self) -> None:
-        dist = [_distance(p, r) for p, r in zip(self._val_preds, self._val_refs)]
-        sums = [len(dist), sum(d == 0 for d in dist), sum(d <= 1 for d in dist), sum(d <= 2 for d in dist)]
+        from texscribe.metrics import exprate, within_k_errors
+
+        preds, refs, n = self._val_preds, self._val_refs, len(self._val_refs)
+        sums = [
+            n,
+            exprate(preds, refs) * n,
+            within_k_errors(preds, refs, 1) * n,
+            within_k_errors(preds, refs, 2) * n,
+        ]
         stats = torch.tensor(sums + self._val_loss.tolist(), dtype=torch.float64, device=self.device)
         stats = self.trainer.strategy.reduce(stats, reduce_op="sum")  # DDP: every rank decoded a shard
         count, exact, le1, le2, loss_sum, tokens = stats.tolist()
@@ -143,31 +150,20 @@ class LitImageToLatex(L.LightningModule):
     def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         optim = self.config.optim
         kind = optim.scheduler.lower()
+        if kind not in SCHEDULERS:
+            raise ConfigError(f"optim.scheduler: unknown {optim.scheduler!r}; choose {', '.join(SCHEDULERS)}")
         total = self._total_steps() if kind in ("cosine", "onecycle") else 0
-        warmup = max(0, optim.warmup_steps)
-        if kind == "onecycle":
-            pct = min(0.5, max(warmup / total, 0.01))
-            return torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=optim.lr, total_steps=total + 1, pct_start=pct
-            )
-        if kind not in ("multistep", "cosine", "constant"):
-            raise ConfigError(
-                f"optim.scheduler: unknown {optim.scheduler!r}; choose multistep, cosine, onecycle or constant"
-            )
         steps_per_epoch = self._steps_per_epoch() if kind == "multistep" else 1
-        milestones = sorted(m * steps_per_epoch for m in optim.milestones)
-        floor = optim.min_lr_ratio
-
-        def factor(step: int) -> float:
-            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            if kind == "multistep":
-                return ramp * optim.gamma ** sum(step >= m for m in milestones)
-            if kind == "cosine":
-                progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-                return ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-            return ramp
-
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        kwargs = dict(
+            warmup=max(0, optim.warmup_steps),
+            total=total,
+            milestones=sorted(m * steps_per_epoch for m in optim.milestones),
+            gamma=optim.gamma,
+            floor=optim.min_lr_ratio,
+        )
+        # LambdaLR recomputes the factor from the step, so a resumed run with a longer horizon stretches
+        # the schedule instead of failing (as torch's OneCycleLR does past its fixed total).
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(kind, step, **kwargs))
 
     def _total_steps(self) -> int:
         """Optimizer steps of the whole run (max_steps, or max_epochs x batches per epoch): the schedule length."""
@@ -197,18 +193,29 @@ class LitImageToLatex(L.LightningModule):
         return max(1, len(datamodule.train_dataloader()))
 
 
-def _distance(pred: list[str], ref: list[str]) -> int:
-    """Token edit distance after `latex.normalize` (ExpRate counts 0, CROHME's <=1/<=2 count 1 and 2).
+SCHEDULERS = ("cosine", "multistep", "onecycle", "constant")
 
-    An untrained model emits unbalanced braces, which `normalize` rejects; such a prediction is compared
-    as emitted, so a single missing `}` still counts as one error instead of failing the validation.
+
+def lr_factor(
+    kind: str, step: int, *, warmup: int, total: int, milestones: list[int], gamma: float, floor: float
+) -> float:
+    """Learning-rate multiplier at optimizer `step` (0-based); every schedule starts with a linear warmup.
+
+    - constant: 1 after warmup.
+    - multistep: times `gamma` at each milestone step passed.
+    - cosine: half-cosine from 1 (end of warmup) to `floor` at `total` steps.
+    - onecycle: like cosine, but the warmup starts at 1/25 instead of ~0 and takes `warmup` steps or,
+      when that is 0, the first 30 % of `total` (Smith's one-cycle shape, without momentum cycling).
     """
-    from texscribe.metrics import token_distance
-
-    def canonical(tokens: list[str]) -> list[str]:
-        try:
-            return normalize(tokens)
-        except LabelError:
-            return list(tokens)
-
-    return token_distance(canonical(pred), canonical(ref))
+    if kind == "onecycle":
+        ramp_len = warmup or max(1, int(0.3 * total))
+        ramp = 0.04 + 0.96 * min(1.0, step / ramp_len)
+        warmup = ramp_len
+    else:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if kind == "multistep":
+        return ramp * gamma ** sum(step >= m for m in milestones)
+    if kind in ("cosine", "onecycle"):
+        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+        return ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return ramp

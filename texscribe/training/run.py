@@ -166,11 +166,9 @@ def train(
     .ckpt whose weights (and vocabulary) start the run, with a fresh optimizer and schedule.
     callbacks: extra Lightning callbacks (custom logging, tests)."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from texscribe.data.datamodule import LatexDataModule
-    from texscribe.training.callbacks import ImagesPerSecond, LastCheckpoint, plot_curves
+    from texscribe.training.callbacks import plot_curves
     from texscribe.training.lit_module import LitImageToLatex
 
     tc = config.train
@@ -207,51 +205,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     has_val = datamodule.val_set is not None
-    last = LastCheckpoint(ckpt_dir, tc.checkpoint_every_n_steps, tc.checkpoint_every_minutes)
-    timer = Timer(duration=tc.max_time, interval="step", verbose=False)
-    callbacks = [
-        last,
-        timer,
-        LearningRateMonitor(logging_interval="step"),
-        ImagesPerSecond(),
-        *(callbacks or []),
-    ]
-    best_cb = None
-    if has_val:
-        best_cb = ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
-            monitor="val/exprate", mode="max", save_top_k=1, enable_version_counter=False,
-            save_on_train_epoch_end=False,
-        )  # fmt: skip
-        callbacks.append(best_cb)
-        if tc.early_stop_patience:
-            callbacks.append(
-                EarlyStopping(monitor="val/exprate", mode="max", patience=tc.early_stop_patience)
-            )
-    segment = len(list((run_dir / "logs" / "csv").glob("segment-*")))
-    loggers = [
-        TensorBoardLogger(save_dir=run_dir / "logs", name="", version="tensorboard", default_hp_metric=False),
-        CSVLogger(save_dir=run_dir / "logs" / "csv", name="", version=f"segment-{segment:03d}"),
-    ]
-    trainer = L.Trainer(
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        strategy=tc.strategy,
-        precision=resolve_precision(tc.precision, tc.accelerator),
-        max_epochs=tc.max_epochs,
-        max_steps=tc.max_steps,
-        gradient_clip_val=tc.grad_clip or None,
-        check_val_every_n_epoch=None if tc.val_every_n_steps else tc.val_every_n_epochs,
-        val_check_interval=tc.val_every_n_steps or None,
-        limit_val_batches=None if has_val else 0,
-        num_sanity_val_steps=1 if has_val else 0,
-        log_every_n_steps=tc.log_every_n_steps,
-        callbacks=callbacks,
-        logger=loggers,
-        enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
-        default_root_dir=run_dir,
-        use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
-    )
+    trainer, last, timer, best_cb = _make_trainer(config, run_dir, has_val, callbacks or [])
     if trainer.is_global_zero:
         print(
             f"run directory: {run_dir}\n  checkpoints: {ckpt_dir}\n  logs: tensorboard --logdir {run_dir / 'logs'}"
@@ -290,6 +244,60 @@ def train(
         result.model_file = _export(config, module, result, trainer.global_step)
         (run_dir / "result.json").write_text(result.to_json(), encoding="utf-8")
     return result
+
+
+def _make_trainer(
+    config: Config, run_dir: Path, has_val: bool, extra: list[Any]
+) -> tuple[Any, Any, Any, Any]:
+    """The Lightning Trainer with its callbacks and loggers -> (trainer, last, timer, best-checkpoint callback)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from texscribe.training.callbacks import ImagesPerSecond, LastCheckpoint
+
+    tc = config.train
+    ckpt_dir = run_dir / "checkpoints"
+    last = LastCheckpoint(ckpt_dir, tc.checkpoint_every_n_steps, tc.checkpoint_every_minutes)
+    timer = Timer(duration=tc.max_time, interval="step", verbose=False)  # elapsed time is checkpointed
+    callbacks = [last, timer, LearningRateMonitor(logging_interval="step"), ImagesPerSecond(), *extra]
+    best_cb = None
+    if has_val:
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
+            monitor="val/exprate", mode="max", save_top_k=1, enable_version_counter=False,
+            save_on_train_epoch_end=False,
+        )  # fmt: skip
+        callbacks.append(best_cb)
+        if tc.early_stop_patience:
+            callbacks.append(
+                EarlyStopping(monitor="val/exprate", mode="max", patience=tc.early_stop_patience)
+            )
+    segment = len(list((run_dir / "logs" / "csv").glob("segment-*")))  # CSVLogger would overwrite an old file
+    loggers = [
+        TensorBoardLogger(save_dir=run_dir / "logs", name="", version="tensorboard", default_hp_metric=False),
+        CSVLogger(save_dir=run_dir / "logs" / "csv", name="", version=f"segment-{segment:03d}"),
+    ]
+    trainer = L.Trainer(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        strategy=tc.strategy,
+        precision=resolve_precision(tc.precision, tc.accelerator),
+        max_epochs=tc.max_epochs,
+        max_steps=tc.max_steps,
+        gradient_clip_val=tc.grad_clip or None,
+        check_val_every_n_epoch=None if tc.val_every_n_steps else tc.val_every_n_epochs,
+        val_check_interval=tc.val_every_n_steps or None,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=1 if has_val else 0,
+        log_every_n_steps=tc.log_every_n_steps,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
+    )
+    return trainer, last, timer, best_cb
 
 
 def _export(config: Config, module: Any, result: TrainResult, global_step: int) -> Path | None:
