@@ -1,0 +1,183 @@
+"""The digits study: every architecture, then the optimizer × learning-rate grid, under one budget.
+
+Each run trains with early stopping on the validation split, is scored on the test set with its
+best-validation weights, and lands in a results table (Markdown + CSV, budget stated in the header)
+and in loss/accuracy curve plots (matplotlib, Agg backend: no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from texscribe.digits.data import MnistSplits, load_mnist
+from texscribe.digits.models import MODELS, build_model, count_parameters, multiply_adds
+from texscribe.digits.train import TrainResult, TrainSettings, evaluate, recipe, train
+
+log = logging.getLogger(__name__)
+
+GRID_MODEL = "cnn"  # the grid varies the optimizer of the course CNN
+GRID_OPTIMIZERS = ("sgd", "adam")
+GRID_LRS = (0.001, 0.01, 0.1)
+
+
+@dataclass
+class StudyBudget:
+    """What every run gets. `train_limit`/`val_size`/`test_limit` shrink the data (None = all)."""
+
+    epochs: int = 3
+    patience: int = 2
+    train_limit: int | None = None
+    val_size: int = 5_000
+    test_limit: int | None = None
+
+    @classmethod
+    def quick(cls) -> StudyBudget:
+        """Small enough for CI (about a minute on two cores), big enough to produce every file."""
+        return cls(epochs=2, patience=1, train_limit=1_000, val_size=500, test_limit=1_000)
+
+    def describe(self, n_train: int, n_val: int, n_test: int) -> str:
+        return (
+            f"at most {self.epochs} epochs per run on {n_train:,} training images, early stopping "
+            f"(patience {self.patience}) on {n_val:,} validation images, scored on {n_test:,} MNIST test images"
+        )
+
+
+def plan(budget: StudyBudget, models: list[str] | None = None) -> list[tuple[str, TrainSettings]]:
+    """(run name, settings) for each architecture with its own recipe, then the grid on `GRID_MODEL`.
+
+    Grid cells equal to an architecture run (same model, optimizer and lr) are not run twice.
+    """
+    common = {"epochs": budget.epochs, "patience": budget.patience}
+    runs = [(name, recipe(name, **common)) for name in (models or list(MODELS))]
+    for opt in GRID_OPTIMIZERS:
+        for lr in GRID_LRS:
+            settings = recipe(GRID_MODEL, optimizer=opt, lr=lr, **common)
+            if not any(s == settings for _, s in runs):
+                runs.append((f"{GRID_MODEL}-{opt}-{lr:g}", settings))
+    return runs
+
+
+def run_study(
+    out_dir: str | Path, budget: StudyBudget | None = None, models: list[str] | None = None
+) -> list[dict[str, object]]:
+    """Run the study and write results.md, results.csv, history.json and the curve plots into `out_dir`."""
+    budget = budget or StudyBudget()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_mnist(val_size=budget.val_size, train_limit=budget.train_limit)
+    if budget.test_limit is not None:
+        data = replace(data, test_x=data.test_x[: budget.test_limit], test_y=data.test_y[: budget.test_limit])
+    runs = plan(budget, models)
+    rows, histories = [], {}
+    start = time.perf_counter()
+    for i, (name, settings) in enumerate(runs, 1):
+        log.info("study run %d/%d: %s", i, len(runs), name)
+        result = train(data, settings)
+        rows.append(_row(name, result, data))
+        histories[name] = result.summary()
+        # write after every run, so an interrupted study still leaves its table
+        _write_tables(out, rows, budget, data, time.perf_counter() - start)
+    (out / "history.json").write_text(json.dumps(histories, indent=1), encoding="utf-8")
+    grid_names = {n for n, s in runs if s.model == GRID_MODEL}
+    plot_curves(
+        histories, [n for n, _ in runs if n in MODELS], out / "curves_architectures.png", "Architectures"
+    )
+    plot_curves(
+        histories,
+        [n for n, _ in runs if n in grid_names],
+        out / "curves_optimizers.png",
+        "Course CNN: optimizer × learning rate",
+    )
+    return rows
+
+
+def _row(name: str, result: TrainResult, data: MnistSplits) -> dict[str, object]:
+    s = result.settings
+    test_loss, test_acc, _ = evaluate(result.model, data.test_x, data.test_y)
+    model = build_model(s.model)
+    return {
+        "run": name,
+        "model": s.model,
+        "optimizer": s.optimizer,
+        "lr": s.lr,
+        "schedule": s.schedule,
+        "augment": s.augment is not None,
+        "params": count_parameters(model),
+        "mmac": round(multiply_adds(model) / 1e6, 2),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "early_stop": result.stopped_early,
+        "val_acc": round(result.best_val_acc, 4),
+        "test_acc": round(test_acc, 4),
+        "test_loss": round(test_loss, 4),
+        "train_s": round(result.seconds, 1),
+    }
+
+
+def _write_tables(
+    out: Path, rows: list[dict[str, object]], budget: StudyBudget, data: MnistSplits, seconds: float
+) -> None:
+    columns = list(rows[0])
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    header = budget.describe(len(data.train_y), len(data.val_y), len(data.test_y))
+    lines = [
+        "# Digits study: architectures and optimizer × learning rate",
+        "",
+        f"**Budget:** {header}. Total wall time {seconds / 60:.1f} min with {torch.get_num_threads()} CPU threads "
+        f"({platform.processor() or platform.machine()}; the machine was shared with other jobs).",
+        "",
+        "Each architecture uses its default recipe (`texscribe.digits.train.RECIPES`); the grid trains the "
+        f"course CNN (`{GRID_MODEL}`) with each optimizer and learning rate, constant learning rate. "
+        "Accuracies are of the best-validation epoch's weights.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def plot_curves(histories: dict[str, dict], names: list[str], path: Path, title: str) -> None:
+    """Loss (train solid, validation dashed) and validation accuracy per epoch, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, name in enumerate(names):
+        hist = histories[name]["history"]
+        epochs = [h["epoch"] for h in hist]
+        colour = f"C{i % 10}"
+        ax_loss.plot(epochs, [h["train_loss"] for h in hist], "-o", color=colour, ms=3, label=f"{name} train")
+        ax_loss.plot(epochs, [h["val_loss"] for h in hist], "--", color=colour, label=f"{name} val")
+        ax_acc.plot(epochs, [100 * h["val_acc"] for h in hist], "-o", color=colour, ms=3, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    ax_loss.legend(fontsize=7, ncol=2)
+    ax_acc.legend(fontsize=7)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
