@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--schedule", choices=("constant", "onecycle", "cosine"))
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule is fitted to it")
+    p.add_argument(
+        "--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule is fitted to it"
+    )
     p.add_argument("--val-size", type=int, default=5000, help="images carved from the 60k for validation")
     p.add_argument("--train-limit", type=int, help="use only this many training images (quick runs)")
     p.add_argument("--seed", type=int)
@@ -55,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, help="per-run epoch budget")
     p.add_argument("--patience", type=int)
+    p.add_argument("--max-minutes", type=float, help="per-run wall-clock training budget")
     p.add_argument("--train-limit", type=int, help="training images per run (default: all)")
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="architectures to include (default: all)")
     p.add_argument("--threads", type=int, default=2)
@@ -196,7 +199,7 @@ def _study(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     budget = StudyBudget.quick() if args.quick else StudyBudget()
-    for field in ("epochs", "patience", "train_limit"):
+    for field in ("epochs", "patience", "max_minutes", "train_limit"):
         if getattr(args, field) is not None:
             setattr(budget, field, getattr(args, field))
     rows = run_study(args.out, budget, models=args.models)

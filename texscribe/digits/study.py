@@ -30,10 +30,12 @@ GRID_LRS = (0.001, 0.01, 0.1)
 
 @dataclass
 class StudyBudget:
-    """What every run gets. `train_limit`/`val_size`/`test_limit` shrink the data (None = all)."""
+    """What every run gets: at most `epochs` epochs and `max_minutes` of wall-clock training, whichever
+    ends first. `train_limit`/`val_size`/`test_limit` shrink the data (None = all)."""
 
     epochs: int = 3
     patience: int = 2
+    max_minutes: float | None = 2.0
     train_limit: int | None = None
     val_size: int = 5_000
     test_limit: int | None = None
@@ -41,11 +43,12 @@ class StudyBudget:
     @classmethod
     def quick(cls) -> StudyBudget:
         """Small enough for CI (about a minute on two cores), big enough to produce every file."""
-        return cls(epochs=2, patience=1, train_limit=1_000, val_size=500, test_limit=1_000)
+        return cls(epochs=2, patience=1, max_minutes=0.25, train_limit=1_000, val_size=500, test_limit=1_000)
 
     def describe(self, n_train: int, n_val: int, n_test: int) -> str:
+        limit = f" or {self.max_minutes:g} min of training" if self.max_minutes is not None else ""
         return (
-            f"at most {self.epochs} epochs per run on {n_train:,} training images, early stopping "
+            f"at most {self.epochs} epochs{limit} per run (whichever ends first) on {n_train:,} training images, early stopping "
             f"(patience {self.patience}) on {n_val:,} validation images, scored on {n_test:,} MNIST test images"
         )
 
@@ -55,11 +58,16 @@ def plan(budget: StudyBudget, models: list[str] | None = None) -> list[tuple[str
 
     Grid cells equal to an architecture run (same model, optimizer and lr) are not run twice.
     """
-    common = {"epochs": budget.epochs, "patience": budget.patience}
-    runs = [(name, recipe(name, **common)) for name in (models or list(MODELS))]
+
+    def fit(settings: TrainSettings) -> TrainSettings:
+        return replace(
+            settings, epochs=budget.epochs, patience=budget.patience, max_minutes=budget.max_minutes
+        )
+
+    runs = [(name, fit(recipe(name))) for name in (models or list(MODELS))]
     for opt in GRID_OPTIMIZERS:
         for lr in GRID_LRS:
-            settings = recipe(GRID_MODEL, optimizer=opt, lr=lr, **common)
+            settings = fit(recipe(GRID_MODEL, optimizer=opt, lr=lr))
             if not any(s == settings for _, s in runs):
                 runs.append((f"{GRID_MODEL}-{opt}-{lr:g}", settings))
     return runs
@@ -112,7 +120,7 @@ def _row(name: str, result: TrainResult, data: MnistSplits) -> dict[str, object]
         "augment": s.augment is not None,
         "params": count_parameters(model),
         "mmac": round(multiply_adds(model) / 1e6, 2),
-        "epochs_run": len(result.history),
+        "epochs_run": round(result.steps * s.batch_size / len(data.train_y), 2),
         "best_epoch": result.best_epoch,
         "early_stop": result.stopped_early,
         "val_acc": round(result.best_val_acc, 4),
@@ -157,26 +165,33 @@ def _fmt(value: object) -> str:
 
 
 def plot_curves(histories: dict[str, dict], names: list[str], path: Path, title: str) -> None:
-    """Loss (train solid, validation dashed) and validation accuracy per epoch, one colour per run."""
+    """Loss and accuracy against epochs, one colour per run: training (thin line, a point every
+    `TRACE_EVERY` steps, on augmented batches where the recipe augments) and validation (markers, per epoch)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 5))
     for i, name in enumerate(names):
-        hist = histories[name]["history"]
-        epochs = [h["epoch"] for h in hist]
+        run = histories[name]
         colour = f"C{i % 10}"
-        ax_loss.plot(epochs, [h["train_loss"] for h in hist], "-o", color=colour, ms=3, label=f"{name} train")
-        ax_loss.plot(epochs, [h["val_loss"] for h in hist], "--", color=colour, label=f"{name} val")
-        ax_acc.plot(epochs, [100 * h["val_acc"] for h in hist], "-o", color=colour, ms=3, label=name)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
-    ax_loss.legend(fontsize=7, ncol=2)
-    ax_acc.legend(fontsize=7)
+        trace = run["trace"]
+        if trace:
+            at, loss, acc = zip(*trace)
+            ax_loss.plot(at, loss, "-", color=colour, lw=1, alpha=0.6)
+            ax_acc.plot(at, [100 * a for a in acc], "-", color=colour, lw=1, alpha=0.6)
+        at = [h["epochs_done"] for h in run["history"]]
+        ax_loss.plot(at, [h["val_loss"] for h in run["history"]], "o--", color=colour, ms=5, label=name)
+        ax_acc.plot(at, [100 * h["val_acc"] for h in run["history"]], "o--", color=colour, ms=5, label=name)
+    ax_loss.set(
+        xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss (line: train, dots: validation)"
+    )
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (line: train, dots: validation)")
+    ax_acc.set_ylim(max(0.0, ax_acc.get_ylim()[0]), 100.5)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "onecycle", "cosine")
 WARMUP = 0.15  # fraction of a onecycle run spent warming up
+TRACE_EVERY = 25  # steps per point of the training-loss trace
 
 
 @dataclass
@@ -102,6 +103,7 @@ class EpochLog:
     lr: float
     seconds: float
     threads: int
+    epochs_done: float  # fractional when a time budget ended the epoch early
 
 
 @dataclass
@@ -117,6 +119,8 @@ class TrainResult:
     seconds: float = 0.0
     steps: int = 0
     bf16: bool = False
+    # (epoch as a fraction, mean train loss, mean train accuracy) over each `TRACE_EVERY` steps: curves
+    trace: list[tuple[float, float, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -127,6 +131,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "train_seconds": round(self.seconds, 1),
             "steps": self.steps,
+            "trace": [[round(v, 5) for v in point] for point in self.trace],
             "bf16": self.bf16,
         }
 
@@ -268,6 +273,7 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
             loss_sum = torch.zeros(())
             correct = torch.zeros((), dtype=torch.int64)
             epoch_steps = 0
+            trace_loss, trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
             for i in range(steps_per_epoch):
                 progress = max(step / total_steps, (time.perf_counter() - start) / budget)
                 if progress >= 1.0:
@@ -290,8 +296,17 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
                 tuner.record(time.perf_counter() - t_step)
                 step += 1
                 epoch_steps += 1
+                hits = (logits.detach().argmax(1) == y).sum()
                 loss_sum += loss.detach()
-                correct += (logits.detach().argmax(1) == y).sum()
+                correct += hits
+                trace_loss += loss.detach()
+                trace_correct += hits
+                if step % TRACE_EVERY == 0:
+                    seen = TRACE_EVERY * s.batch_size
+                    at = epoch - 1 + epoch_steps / steps_per_epoch
+                    result.trace.append((at, float(trace_loss) / TRACE_EVERY, float(trace_correct) / seen))
+                    trace_loss.zero_()
+                    trace_correct.zero_()
             if epoch_steps == 0:
                 break
             val_loss, val_acc, _ = evaluate(model, data.val_x, data.val_y)
@@ -304,6 +319,7 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
                 lr=opt.param_groups[0]["lr"],
                 seconds=time.perf_counter() - t0,
                 threads=tuner.current,
+                epochs_done=epoch - 1 + epoch_steps / steps_per_epoch,
             )
             result.history.append(entry)
             log.info(
