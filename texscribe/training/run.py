@@ -55,9 +55,9 @@ class TrainResult:
     best_checkpoint: Path | None
     last_checkpoint: Path | None
     global_step: int
-    epochs: int
+    epochs: float  # optimizer steps / batches per epoch (a run stopped mid-epoch has a fraction)
     best_metrics: dict[str, float] = field(default_factory=dict)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time inside fit (training + its validations), over all resumes
     curves: list[Path] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -235,7 +235,7 @@ def train(
         best_checkpoint=best_path,
         last_checkpoint=last.path if last.path.exists() else None,
         global_step=trainer.global_step,
-        epochs=trainer.current_epoch,
+        epochs=round(trainer.global_step / max(1, len(datamodule.train_dataloader())), 3),
         best_metrics=module.best_metrics(),
         train_seconds=round(timer.time_elapsed("train"), 1),
         curves=curves,
