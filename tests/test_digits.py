@@ -21,9 +21,9 @@ from texscribe.digits.inference import (
     save_digit_model,
     shipped_model_path,
 )
-from texscribe.digits.models import MODELS, build_model
+from texscribe.digits.models import MODELS, LocalResponseNorm, build_model
 from texscribe.digits.preprocess import to_mnist
-from texscribe.digits.train import TrainSettings, confusion_matrix, recipe, train
+from texscribe.digits.train import ThreadTuner, TrainSettings, confusion_matrix, lr_factor, recipe, train
 from texscribe.errors import ImageError, InputError, ModelLoadError, TexscribeError
 
 needs_mnist = pytest.mark.skipif(
@@ -119,6 +119,12 @@ def test_one_training_step_lowers_loss(name, mnist):
     assert float(after) < float(loss.detach())
 
 
+def test_fast_local_response_norm_matches_torch():
+    x = torch.randn(2, 12, 5, 5) * 3
+    for size in (3, 4, 5):
+        assert torch.allclose(LocalResponseNorm(size)(x), nn.LocalResponseNorm(size)(x), atol=1e-5)
+
+
 def test_unknown_model_and_optimizer_are_refused():
     with pytest.raises(TexscribeError, match="choose one of"):
         build_model("resnet")
@@ -149,6 +155,45 @@ def test_short_training_learns_and_keeps_best_weights(mnist):
     assert len(result.history) >= 1 and result.best_val_acc > 0.8
     assert result.best_val_acc == max(h.val_acc for h in result.history)
     assert not result.model.training
+
+
+def test_time_budget_ends_the_run_with_the_schedule_annealed(mnist):
+    small = digits_data.MnistSplits(
+        mnist.train_x[:4000],
+        mnist.train_y[:4000],
+        mnist.val_x[:200],
+        mnist.val_y[:200],
+        mnist.test_x,
+        mnist.test_y,
+    )
+    result = train(small, recipe("mlp", epochs=1000, max_minutes=0.05, schedule="onecycle", patience=None))
+    assert result.stopped_early and 0 < result.steps < 1000 * 31
+    assert result.seconds < 0.05 * 60 + 5  # the budget plus one validation pass
+    assert result.history[-1].lr < 0.1 * result.settings.lr  # annealed, not cut at peak
+
+
+def test_lr_factor_shapes():
+    assert lr_factor("onecycle", 0.0) == pytest.approx(0.05)
+    assert lr_factor("onecycle", 0.15) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 1.0) == pytest.approx(0.001)
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5) and lr_factor("cosine", 1.0) == pytest.approx(0.0)
+    assert lr_factor("constant", 0.7) == 1.0
+
+
+def test_thread_tuner_keeps_the_faster_count_and_restores():
+    before = torch.get_num_threads()
+    with ThreadTuner(2, window=3, recheck=5, warmup=0) as tuner:
+        assert tuner.current == 2
+        for _ in range(3):
+            tuner.record(1.0)  # two threads: slow (a busy machine)
+        assert tuner.current == 1 and torch.get_num_threads() == 1
+        for _ in range(3):
+            tuner.record(0.1)
+        assert tuner.current == 1 and not tuner.probing
+        for _ in range(5):
+            tuner.record(0.1)
+        assert tuner.probing and tuner.current == 2  # re-checks after `recheck` steps
+    assert torch.get_num_threads() == before
 
 
 def test_confusion_matrix_counts():

@@ -265,6 +265,7 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
     start = time.perf_counter()
     log.info("training %s on %d images (%d steps/epoch, bf16=%s)", s.model, n, steps_per_epoch, use_bf16)
     step, out_of_time = 0, False
+    trace_loss, trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
     with ThreadTuner(torch.get_num_threads()) as tuner:
         for epoch in range(1, s.epochs + 1):
             t0 = time.perf_counter()
@@ -273,7 +274,6 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
             loss_sum = torch.zeros(())
             correct = torch.zeros((), dtype=torch.int64)
             epoch_steps = 0
-            trace_loss, trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
             for i in range(steps_per_epoch):
                 progress = max(step / total_steps, (time.perf_counter() - start) / budget)
                 if progress >= 1.0:
