@@ -8,6 +8,8 @@ prepared into a temporary folder from ../shared/data, else synthetic formula-lik
 output). Two numbers per preset:
 - train img/s: forward + backward + AdamW step + zero_grad on pre-collated batches, median over
   `--repeats` passes of `--batches` batches (after one warm-up batch); this is what bounds a CPU run;
+  img/CPU-s divides by the process's CPU time instead of wall time, so other load on the machine
+  does not distort it;
 - data img/s: loading + augmentation (the preset's `data.augment`) + preprocessing + collate in one
   process, to judge whether `data.num_workers` needs to be > 0.
 """
@@ -102,12 +104,14 @@ def measure(preset: str, data: PreparedDataset, n_batches: int, repeats: int) ->
         opt.zero_grad(set_to_none=True)
 
     step(batches[0])  # warm-up (allocator, first-call overheads)
-    rates = []
+    rates, cpu_rates = [], []
+    n_images = sum(len(b) for b in batches[1:])
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for batch in batches[1:]:
             step(batch)
-        rates.append(sum(len(b) for b in batches[1:]) / (time.perf_counter() - started))
+        rates.append(n_images / (time.perf_counter() - started))
+        cpu_rates.append(n_images / (time.process_time() - cpu_started))
     sizes = [tuple(b.images.shape[2:]) for b in batches[1:]]
     return {
         "params": count_parameters(module.model),
@@ -115,6 +119,7 @@ def measure(preset: str, data: PreparedDataset, n_batches: int, repeats: int) ->
         "pixels": statistics.mean(h * w for h, w in sizes),
         "train": statistics.median(rates),
         "spread": (max(rates) - min(rates)) / statistics.median(rates),
+        "cpu": statistics.median(cpu_rates),
         "data": data_rate,
     }
 
@@ -134,17 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, what = find_data(args.data, Path(tmp))
         print(f"data: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-        header = f"{'preset':<10}{'params':>10}{'imgs/batch':>12}{'padded px/img':>15}{'train img/s':>13}{'spread':>8}{'data img/s':>12}"
+        header = f"{'preset':<10}{'params':>10}{'imgs/batch':>12}{'padded px/img':>15}{'train img/s':>13}{'spread':>8}{'img/CPU-s':>11}{'data img/s':>12}"
         print(header)
         print("-" * len(header))
         for preset in args.presets:
             r = measure(preset, data, args.batches, args.repeats)
             print(
                 f"{preset:<10}{r['params']:>10,}{r['batch']:>12.1f}{r['pixels']:>15,.0f}"
-                f"{r['train']:>13.2f}{r['spread']:>7.0%}{r['data']:>12.1f}",
+                f"{r['train']:>13.2f}{r['spread']:>7.0%}{r['cpu']:>11.2f}{r['data']:>12.1f}",
                 flush=True,
             )
     print("\ntrain img/s: median over passes; spread = (max - min) / median of the passes.")
+    print("img/CPU-s: images per second of this process's CPU time (all threads): robust to other load;")
+    print("  on an otherwise idle machine, train img/s is about img/CPU-s x the threads torch can keep busy.")
     return 0
 
 
