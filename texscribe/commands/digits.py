@@ -6,6 +6,7 @@ Heavy imports (torch) happen inside the handlers so that `texscribe --help` stay
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=("constant", "onecycle", "cosine"))
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
     p.add_argument(
-        "--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule is fitted to it"
+        "--max-minutes", type=float, help="wall-clock budget, the schedule is fitted to it (0: none)"
     )
     p.add_argument("--val-size", type=int, default=5000, help="images carved from the 60k for validation")
     p.add_argument("--train-limit", type=int, help="use only this many training images (quick runs)")
@@ -83,6 +84,8 @@ def _train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
     )
+    if args.max_minutes == 0:
+        settings = dataclasses.replace(settings, max_minutes=None)
     data = load_mnist(val_size=args.val_size, train_limit=args.train_limit)
     print(f"data: {data.describe()}")
     result = train(data, settings)

@@ -34,9 +34,9 @@ TRACE_EVERY = 25  # steps per point of the training-loss trace
 @dataclass
 class TrainSettings:
     """One training run. `patience`: stop after that many epochs without a better validation score
-    (accuracy, ties broken by loss); None trains all `epochs`. `max_minutes` is a wall-clock budget:
-    the learning-rate schedule is stretched or cut to it (see `train`). `bf16=None` uses bf16
-    autocast when the CPU supports it natively."""
+    (accuracy, ties broken by loss); None trains all `epochs`. `max_minutes` (None or 0: none) is a
+    wall-clock budget: the learning-rate schedule is stretched or cut to it (see `train`).
+    `bf16=None` uses bf16 autocast when the CPU supports it natively."""
 
     model: str = "best"
     epochs: int = 10
@@ -258,7 +258,7 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
     n = len(data.train_y)
     steps_per_epoch = max(1, n // s.batch_size)  # drop the ragged last batch: stable batch-norm statistics
     total_steps = s.epochs * steps_per_epoch
-    budget = s.max_minutes * 60 if s.max_minutes is not None else math.inf
+    budget = s.max_minutes * 60 if s.max_minutes else math.inf  # None or 0: no time budget
     opt = make_optimizer(model, s)
     result = TrainResult(model=model, settings=s, bf16=use_bf16)
     best_key, best_state, bad_epochs = (-1.0, 0.0), None, 0
