@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -166,7 +167,9 @@ def test_time_budget_ends_the_run_with_the_schedule_annealed(mnist):
         mnist.test_x,
         mnist.test_y,
     )
-    result = train(small, recipe("mlp", epochs=1000, max_minutes=0.05, schedule="onecycle", patience=None))
+    # recipe() ignores None overrides, so early stopping is switched off with replace()
+    settings = replace(recipe("mlp", epochs=1000, max_minutes=0.05, schedule="onecycle"), patience=None)
+    result = train(small, settings)
     assert result.stopped_early and 0 < result.steps < 1000 * 31
     assert result.seconds < 0.05 * 60 + 5  # the budget plus one validation pass
     assert result.history[-1].lr < 0.1 * result.settings.lr  # annealed, not cut at peak

@@ -264,7 +264,7 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
     best_key, best_state, bad_epochs = (-1.0, 0.0), None, 0
     start = time.perf_counter()
     log.info("training %s on %d images (%d steps/epoch, bf16=%s)", s.model, n, steps_per_epoch, use_bf16)
-    step, out_of_time = 0, False
+    step, out_of_time, val_cost, val_total = 0, False, 0.0, 0.0
     trace_loss, trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
     with ThreadTuner(torch.get_num_threads()) as tuner:
         for epoch in range(1, s.epochs + 1):
@@ -275,7 +275,11 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
             correct = torch.zeros((), dtype=torch.int64)
             epoch_steps = 0
             for i in range(steps_per_epoch):
-                progress = max(step / total_steps, (time.perf_counter() - start) / budget)
+                # Time progress counts training time only (validation passes excluded) against the
+                # budget less one validation pass: a run that spends its budget stops mid-epoch at the
+                # annealed end of its schedule, then validates once.
+                trained_s = time.perf_counter() - start - val_total
+                progress = max(step / total_steps, trained_s / max(budget - val_cost, 1e-9))
                 if progress >= 1.0:
                     out_of_time = True
                     break
@@ -309,7 +313,10 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
                     trace_correct.zero_()
             if epoch_steps == 0:
                 break
+            t_val = time.perf_counter()
             val_loss, val_acc, _ = evaluate(model, data.val_x, data.val_y)
+            val_cost = time.perf_counter() - t_val
+            val_total += val_cost
             entry = EpochLog(
                 epoch=epoch,
                 train_loss=float(loss_sum) / epoch_steps,
