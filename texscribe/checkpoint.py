@@ -41,20 +41,32 @@ def save_model_file(
     dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write a model file; floating tensors are stored in `dtype` (fp16 keeps shipped weights small)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {
+    body = {"config": config.to_dict(), "vocab": vocab.itos, "state_dict": cast_weights(state_dict, dtype)}
+    return write_stamped(path, FORMAT, FORMAT_VERSION, body, meta)
+
+
+def cast_weights(
+    state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16
+) -> dict[str, torch.Tensor]:
+    """CPU copies of a state dict with floating tensors cast to `dtype` (integer buffers untouched)."""
+    return {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
         for k, v in state_dict.items()
     }
+
+
+def write_stamped(
+    path: str | Path, fmt: str, version: int, body: dict[str, Any], meta: dict[str, Any] | None = None
+) -> Path:
+    """`torch.save` `body` stamped with format, versions and time, atomically (no half-written file on a crash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "format_version": version,
         "texscribe_version": __version__,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "config": config.to_dict(),
-        "vocab": vocab.itos,
-        "state_dict": weights,
+        **body,
         "meta": meta or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
