@@ -8,6 +8,7 @@ naming the dotted field, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -175,6 +176,9 @@ def load_config(path_or_preset: str | Path, overrides: list[str] | None = None) 
     return from_dict(Config, data)
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -208,6 +212,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 reads `1e-4` (no dot) as a string; everyone writes learning rates that way.
         return float(value)
     if tp in (int, float, str, bool):
         if isinstance(value, bool) and tp is not bool:
