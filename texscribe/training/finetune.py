@@ -1,0 +1,415 @@
+"""`finetune(settings)`: adapt a trained model to a new domain in one call, with a before/after report.
+
+Steps, all under `settings.out` (re-running the same call resumes training and reuses the "before" scores):
+
+    data/new/        raw --data sources prepared by `texscribe.data.prepare` (prepared folders are used as they are)
+    data/train/      the new domain's training records          (subset manifests: images stay where they are)
+    data/held_out/   its held-out split, by formula (unless --val) -- no formula is on both sides
+    data/replay/     a seeded slice of the original training data, `replay_fraction` of each epoch
+    start.pt         the base model with its vocabulary grown by the new tokens (`models.vocab_growth`)
+    train/           the run of `texscribe.training.train` (checkpoints, logs, curves, model.pt)
+    eval/{before,after}/<set>/   `texscribe.evaluation.evaluate` outputs on the held-out split and each --eval set
+    finetune_report.md, finetune_report.json
+
+Training is the ordinary training path: `train(config, weights_only_from=start.pt)` with the base model's
+config (same preprocessing and augmentation), a lower learning rate, a short warmup and a fresh optimizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from texscribe.data.prepared import (
+    MANIFEST,
+    MANIFEST_COLUMNS,
+    VOCAB,
+    PreparedDataset,
+    PreparedRecord,
+    write_tsv,
+)
+from texscribe.errors import ConfigError, InputError, ModelLoadError
+from texscribe.latex import Vocab
+
+log = logging.getLogger(__name__)
+
+REPORT_MD, REPORT_JSON = "finetune_report.md", "finetune_report.json"
+START_MODEL = "start.pt"
+RUN_NAME = "train"
+HELD_OUT = "held_out"
+METRICS = (("exp_rate", "ExpRate"), ("le1", "<=1 err"), ("bleu4", "BLEU-4"), ("edit_score", "edit score"))
+
+
+@dataclass
+class FinetuneSettings:
+    """What `texscribe finetune` takes. `data`/`val`: prepared folders or raw sources (`PATH[:SPLIT]`)."""
+
+    base: str  # "default" or a model file
+    data: list[str]
+    out: str = "runs/finetune"
+    val: str | None = None
+    held_out_fraction: float = 0.1  # of the new formulas, when no `val`
+    epochs: int | None = 3
+    max_time: str | None = None  # DD:HH:MM:SS; alone (no epochs) it means a constant LR after warmup
+    lr: float = 3e-4
+    warmup_steps: int = 30
+    freeze_encoder: bool = False
+    replay: str | None = None  # prepared folder of the original training data
+    replay_fraction: float = 0.3  # share of each epoch's samples drawn from `replay`
+    eval_sets: list[str] = field(default_factory=list)  # prepared folders scored before and after
+    eval_limit: int | None = None  # first N records of each evaluation set
+    beam: int = 1
+    seed: int = 7
+    overrides: list[str] = field(default_factory=list)  # key=value on the fine-tuning config
+    progress: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    model_file: Path | None
+    added_tokens: list[str]
+    scores: dict[str, dict[str, dict[str, float]]]  # set -> {"before": metrics, "after": metrics}
+    report: dict[str, Any]
+
+
+def finetune(s: FinetuneSettings) -> FinetuneResult:
+    """Prepare the data, grow the vocabulary, train, score before/after and write the report."""
+    from texscribe.checkpoint import read_model_file, save_model_file
+    from texscribe.inference import resolve_model_path
+    from texscribe.training.run import train
+
+    started = time.perf_counter()
+    _check(s)
+    base_path = resolve_model_path(s.base)
+    if base_path.is_dir():
+        raise ModelLoadError(f"--from {s.base}: a folder (ONNX export?); fine-tuning needs a .pt model file")
+    base = read_model_file(base_path)
+    out = Path(s.out)
+    data_dir = out / "data"
+    counts: dict[str, Any] = {}
+
+    new_sets, counts["prepare"] = open_sources(s.data, data_dir / "new", s.progress)
+    records = [r for ds in new_sets for r in ds.records]
+    if s.val is not None:
+        (val_set,), counts["prepare_val"] = open_sources([s.val], data_dir / "val", s.progress)
+        train_records, held_records = records, val_set.records
+    else:
+        train_records, held_records = split_by_formula(records, s.held_out_fraction, s.seed)
+    if not train_records or not held_records:
+        raise InputError(
+            f"need new training and held-out records, got {len(train_records)} and {len(held_records)}; "
+            "add data or pass --val",
+            source=", ".join(s.data),
+        )
+    train_dir = write_subset(data_dir / "train", train_records)
+    held_dir = write_subset(data_dir / HELD_OUT, held_records)
+    train_dirs = [train_dir]
+    replay_records = []
+    if s.replay:
+        replay_records = replay_slice(PreparedDataset.open(s.replay).records, len(train_records), s)
+        train_dirs.append(write_subset(data_dir / "replay", replay_records))
+    counts.update(train=len(train_records), held_out=len(held_records), replay=len(replay_records))
+    counts["held_out_source"] = s.val or f"{s.held_out_fraction:.0%} of the new formulas (seed {s.seed})"
+
+    vocab, added = extended_vocab(base.vocab, [r.tokens for r in train_records + replay_records])
+    print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")
+    model = _grown_model(base, len(vocab), s.seed)
+    meta = {"finetune_base": str(base_path), "added_tokens": added, "base_meta": base.meta}
+    save_model_file(out / START_MODEL, base.config, vocab, model.state_dict(), meta)
+
+    config = finetune_config(base.config, s, out, train_dirs)
+    train_started = time.perf_counter()
+    result = train(
+        config,
+        resume="auto",
+        weights_only_from=str(out / START_MODEL),
+        callbacks=[FreezeEncoder()] if s.freeze_encoder else [],
+    )
+    train_wall = time.perf_counter() - train_started
+    if result.model_file is None:
+        raise ModelLoadError(f"training in {result.run_dir} did not finish; run the same command to resume")
+
+    eval_sets = {HELD_OUT: held_dir, **_named(s.eval_sets)}
+    scores = score_before_after(base_path, result.model_file, eval_sets, out / "eval", s)
+    report = {
+        "base": str(base_path),
+        "model": str(result.model_file),
+        "settings": {k: v for k, v in asdict(s).items() if k != "progress"},
+        "added_tokens": added,
+        "vocab": {"before": len(base.vocab), "after": len(vocab)},
+        "data": counts,
+        "training": {
+            "steps": result.global_step,
+            "epochs": result.epochs,
+            "train_seconds": result.train_seconds,
+            "wall_seconds": round(train_wall, 1),
+        },
+        "eval_sets": {name: str(path) for name, path in eval_sets.items()},
+        "scores": scores,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    write_report(out, report)
+    return FinetuneResult(out, result.model_file, added, scores, report)
+
+
+def _check(s: FinetuneSettings) -> None:
+    if not s.data:
+        raise ConfigError("finetune needs at least one --data source")
+    if not 0.0 < s.held_out_fraction < 1.0:
+        raise ConfigError(f"--held-out-fraction must be in (0, 1), got {s.held_out_fraction}")
+    if not 0.0 <= s.replay_fraction < 1.0:
+        raise ConfigError(f"--replay-fraction must be in [0, 1), got {s.replay_fraction}")
+    if s.epochs is not None and s.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {s.epochs}")
+    if s.epochs is None and s.max_time is None:
+        raise ConfigError("give --epochs N or --max-time DD:HH:MM:SS")
+    if s.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {s.lr}")
+
+
+# ------------------------------------------------------------------------------------------ data
+def open_sources(
+    specs: Sequence[str], prepare_dir: Path, progress: bool = True
+) -> tuple[list[PreparedDataset], dict[str, Any]]:
+    """Prepared folders open as they are; raw sources (label folder, CoMER zip, manifest...) are prepared
+    together into `prepare_dir`. Returns the datasets and what prepare kept/dropped (reasons -> counts)."""
+    from texscribe.data.prepare import prepare
+
+    prepared = [PreparedDataset.open(p) for p in specs if _is_prepared(p)]
+    raw = [p for p in specs if not _is_prepared(p)]
+    info: dict[str, Any] = {"prepared_folders": [str(ds.root) for ds in prepared]}
+    if raw:
+        res = prepare(raw, prepare_dir, workers=2, progress=progress)
+        info.update(sources=raw, read=res.n_in, kept=res.kept, dropped=dict(res.dropped))
+        print(f"prepared {res.kept} of {res.n_in} samples into {prepare_dir}" + _dropped_text(res.dropped))
+        if res.kept == 0:
+            raise InputError(
+                f"no usable image+label pairs (dropped: {_dropped_text(res.dropped) or 'none read'}); "
+                f"see {prepare_dir / 'skipped.tsv'}",
+                source=", ".join(raw),
+            )
+        prepared.append(PreparedDataset.open(prepare_dir))
+    return prepared, info
+
+
+def _is_prepared(spec: str) -> bool:
+    return (Path(spec) / MANIFEST).is_file()
+
+
+def _dropped_text(dropped: Counter | dict) -> str:
+    return "".join(f"; dropped {n} ({reason})" for reason, n in Counter(dropped).most_common())
+
+
+def formula_hash(tokens: Sequence[str], seed: int) -> float:
+    """A stable number in [0, 1) per formula (its tokens) and seed: the held-out draw."""
+    digest = hashlib.sha1(f"{seed}\t{' '.join(tokens)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_formula(
+    records: Sequence[PreparedRecord], fraction: float, seed: int
+) -> tuple[list[PreparedRecord], list[PreparedRecord]]:
+    """(train, held out): every rendering of one formula lands on the same side. With few formulas
+    and none drawn, the formula with the lowest hash is held out so the split is never empty."""
+    formulas = {tuple(r.tokens) for r in records}
+    held = {f for f in formulas if formula_hash(f, seed) < fraction}
+    if not held and len(formulas) > 1:
+        held = {min(formulas, key=lambda f: formula_hash(f, seed))}
+    return [r for r in records if tuple(r.tokens) not in held], [
+        r for r in records if tuple(r.tokens) in held
+    ]
+
+
+def replay_slice(records: Sequence[PreparedRecord], n_new: int, s: FinetuneSettings) -> list[PreparedRecord]:
+    """A seeded sample of the original data sized so it is `replay_fraction` of each epoch's samples."""
+    want = round(n_new * s.replay_fraction / (1.0 - s.replay_fraction))
+    if want <= 0 or not records:
+        return []
+    if want > len(records):
+        log.warning("replay: wanted %d records but %s holds %d; using all", want, s.replay, len(records))
+        return list(records)
+    keep = np.sort(np.random.default_rng(s.seed).choice(len(records), size=want, replace=False))
+    return [records[i] for i in keep]
+
+
+def write_subset(root: Path, records: Sequence[PreparedRecord]) -> Path:
+    """A prepared dataset at `root` listing `records` whose images stay where they are (relative paths)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [
+        (
+            r.id,
+            Path(os.path.relpath(r.image_path, root)).as_posix(),
+            " ".join(r.tokens),
+            r.source,
+            r.height,
+            r.width,
+        )
+        for r in records
+    ]
+    write_tsv(root / MANIFEST, MANIFEST_COLUMNS, rows)
+    Vocab.build(r.tokens for r in records).save(root / VOCAB)
+    return root
+
+
+def _named(dirs: Sequence[str]) -> dict[str, Path]:
+    """Evaluation folders keyed by their folder name (made unique)."""
+    out: dict[str, Path] = {}
+    for d in dirs:
+        PreparedDataset.open(d)  # fail before training, not after
+        name, n = Path(d).resolve().name, 1
+        while name in out or name == HELD_OUT:
+            n += 1
+            name = f"{Path(d).resolve().name}-{n}"
+        out[name] = Path(d)
+    return out
+
+
+# ------------------------------------------------------------------------------------ vocabulary
+def extended_vocab(base: Vocab, sequences: Sequence[Sequence[str]]) -> tuple[Vocab, list[str]]:
+    """`base` + the tokens of `sequences` it lacks, appended most frequent first (ties alphabetical):
+    old tokens keep their ids. Returns (new vocab, added tokens in id order)."""
+    counts = Counter(t for seq in sequences for t in seq if t not in base)
+    added = sorted(counts, key=lambda t: (-counts[t], t))
+    return Vocab.from_list([*base.itos, *added]), added
+
+
+def _grown_model(base: Any, vocab_size: int, seed: int) -> Any:
+    from texscribe.models.registry import build_model
+    from texscribe.models.vocab_growth import grow_vocab
+
+    model = build_model(base.config.model, len(base.vocab))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in base.state_dict.items()})
+    grow_vocab(model, vocab_size, seed=seed)
+    return model
+
+
+# -------------------------------------------------------------------------------------- training
+def finetune_config(base_config: Any, s: FinetuneSettings, out: Path, train_dirs: Sequence[Path]) -> Any:
+    """The base model's config (model, preprocessing, augmentation) with fine-tuning data, LR and limits."""
+    from texscribe.config import Config, apply_overrides, from_dict
+
+    data = base_config.to_dict()
+    data["name"] = f"{base_config.name}-finetune"
+    data["data"].update(train=[str(d) for d in train_dirs], val=None)
+    data["optim"].update(lr=s.lr, warmup_steps=s.warmup_steps)
+    if s.epochs is None:  # a time budget alone: no known schedule length, so hold the LR after warmup
+        data["optim"]["scheduler"] = "constant"
+    data["train"].update(
+        out_dir=str(out), run_name=RUN_NAME, seed=s.seed, max_epochs=s.epochs or 10_000, max_steps=-1,
+        max_time=s.max_time, early_stop_patience=None, val_every_n_steps=None,
+    )  # fmt: skip
+    return from_dict(Config, apply_overrides(data, list(s.overrides)))
+
+
+class FreezeEncoder(L.Callback):
+    """Keep the CNN encoder fixed: no gradients (so no optimizer state, and a cheaper backward pass) and
+    its batch-norm statistics frozen (eval mode on every training batch; Lightning switches modes)."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        for p in pl_module.model.encoder.parameters():
+            p.requires_grad_(False)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        pl_module.model.encoder.eval()
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def score_before_after(
+    base_path: Path, tuned_path: Path, sets: dict[str, Path], eval_dir: Path, s: FinetuneSettings
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate both models on every set; a "before" score already on disk for the same model, data and
+    limit is reused (re-runs and resumes do not pay for it twice)."""
+    from texscribe.inference import load_model
+
+    models = {"before": base_path, "after": tuned_path}
+    scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in sets}
+    for when, path in models.items():
+        recognizer = None
+        for name, data in sets.items():
+            target = eval_dir / when / name
+            cached = _cached_metrics(target, path, data, s) if when == "before" else None
+            if cached is None:
+                recognizer = recognizer or load_model(path)
+                print(f"evaluate {when}: {name} ({data})")
+                from texscribe.evaluation import evaluate
+
+                res = evaluate(recognizer, data, target, beam=s.beam, limit=s.eval_limit, progress=s.progress)
+                cached = {**res.metrics, "seconds": round(res.seconds, 1)}
+            scores[name][when] = cached
+    return scores
+
+
+def _cached_metrics(target: Path, model: Path, data: Path, s: FinetuneSettings) -> dict[str, float] | None:
+    file = target / "metrics.json"
+    if not file.is_file():
+        return None
+    try:
+        summary = json.loads(file.read_text(encoding="utf-8"))
+        run = summary["run"]
+        n = len(PreparedDataset.open(data).records)
+        same = (
+            run["model"] == [str(model)]
+            and run["data"] == str(Path(data).resolve())
+            and run["records"] == (min(n, s.eval_limit) if s.eval_limit is not None else n)
+            and run["beam"] == s.beam
+        )
+        return {**summary["metrics"], "seconds": run["seconds"]} if same else None
+    except (OSError, ValueError, KeyError, InputError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------- report
+def report_table(scores: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
+    """Rows `set, n, metric, before, after, delta` (percent, delta in points)."""
+    rows = []
+    for name, pair in scores.items():
+        before, after = pair["before"], pair["after"]
+        for key, title in METRICS:
+            b, a = 100 * before[key], 100 * after[key]
+            rows.append([name, str(int(after["n"])), title, f"{b:.2f}", f"{a:.2f}", f"{a - b:+.2f}"])
+    return rows
+
+
+def write_report(out: Path, report: dict[str, Any]) -> Path:
+    """finetune_report.json (everything) and finetune_report.md (the table, added tokens, data, time)."""
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    tr, data = report["training"], report["data"]
+    header = ["set", "n", "metric", "before %", "after %", "delta (points)"]
+    rows = report_table(report["scores"])
+    lines = [
+        "# Fine-tuning report",
+        "",
+        f"- base model: `{report['base']}`",
+        f"- fine-tuned model: `{report['model']}`",
+        f"- vocabulary: {report['vocab']['before']} -> {report['vocab']['after']} tokens; "
+        f"added ({len(report['added_tokens'])}): {' '.join(f'`{t}`' for t in report['added_tokens']) or 'none'}",
+        f"- data: {data['train']} new training records, {data['replay']} replayed from "
+        f"`{report['settings']['replay']}`, {data['held_out']} held out ({data['held_out_source']})",
+        f"- training: {tr['steps']} steps, {tr['epochs']} epochs, {tr['train_seconds']:.0f} s "
+        f"(lr {report['settings']['lr']}, freeze encoder: {report['settings']['freeze_encoder']})",
+        f"- total wall time: {report['total_seconds']:.0f} s",
+        "",
+        "Greedy decoding unless noted; each set scored on the same records before and after.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+    ]
+    if "prepare" in data and data["prepare"].get("dropped"):
+        lines += ["Dropped while preparing: " + _dropped_text(data["prepare"]["dropped"]).strip("; "), ""]
+    path = out / REPORT_MD
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
