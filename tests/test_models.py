@@ -16,6 +16,23 @@ SMALL_ENCODERS = {
     "vgg": {"name": "vgg", "channels": [8, 16, 16, 32], "pools": [2, [2, 1], 2, 1]},
     "resnet": {"name": "resnet", "layers": [1, 1, 1], "widths": [8, 16, 32], "stem_channels": 8},
     "densenet": {"name": "densenet", "growth": 6, "depth": 3},
+    "efficientnet": {
+        "name": "efficientnet",
+        "width_mult": 0.25,
+        "depth_mult": 0.34,
+        "num_stages": 5,
+        "strides": [1, 2, 2, 2, 1],
+        "non_local": [4],
+    },
+    "satrn": {
+        "name": "satrn",
+        "channels": [8, 16],
+        "pools": [2, [2, 1]],
+        "dim": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "ff_dim": 32,
+    },
 }
 SMALL_DECODERS = {
     "transformer": {"name": "transformer", "num_layers": 2, "num_heads": 4, "ff_dim": 64, "dropout": 0.1},

@@ -15,13 +15,21 @@ from torch import nn
 from texscribe.config import Config, ModelConfig
 from texscribe.errors import ConfigError
 from texscribe.models.decoders import RNNAttentionDecoder, TransformerDecoder
-from texscribe.models.encoders import DenseNetEncoder, ResNetEncoder, VGGEncoder
+from texscribe.models.encoders import (
+    DenseNetEncoder,
+    EfficientNetEncoder,
+    ResNetEncoder,
+    SATRNEncoder,
+    VGGEncoder,
+)
 from texscribe.models.image_to_latex import ImageToLatex
 
 ENCODERS: dict[str, type[nn.Module]] = {
     "vgg": VGGEncoder,
     "resnet": ResNetEncoder,
     "densenet": DenseNetEncoder,
+    "efficientnet": EfficientNetEncoder,
+    "satrn": SATRNEncoder,
 }
 DECODERS: dict[str, type[nn.Module]] = {
     "rnn_attention": RNNAttentionDecoder,
