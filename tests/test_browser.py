@@ -202,10 +202,21 @@ def test_upload_and_pen_strokes(page, tmp_path):
     assert ink_pixels(page) > 100
     wait_for_result(page)
     assert page.is_hidden("#upload-preview")  # drawing replaced the uploaded image as the input
-    out = REPO / "docs" / "screenshots" / "web.png"
+    assert page.external_requests == []
+    assert page.console_errors == []
+
+
+def test_bundled_example_upload_and_screenshot(page, tmp_path):
+    """Upload a bundled handwritten example; with TEXSCRIBE_WEB_SCREENSHOT=1 (shipped model) the page
+    must show its exact LaTeX, and the screenshot becomes docs/screenshots/web.png."""
+    page.set_input_files("#file-input", str(REPO / "examples" / "x_squared_plus_1.png"))
+    latex = wait_for_result(page)
+    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
+    assert (tmp_path / "web.png").stat().st_size > 10_000
     if os.environ.get("TEXSCRIBE_WEB_SCREENSHOT") == "1":
+        assert latex.replace(" ", "") == "x^{2}+1", f"shipped model read {latex!r}: not worth a screenshot"
+        out = REPO / "docs" / "screenshots" / "web.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
         shutil.copyfile(tmp_path / "web.png", out)
     assert page.external_requests == []
     assert page.console_errors == []
