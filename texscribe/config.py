@@ -65,6 +65,25 @@ class OptimConfig:
 
 
 @dataclass
+class MeanTeacherConfig:
+    """Semi-supervised mean teacher (Tarvainen & Valpola 2017); see `texscribe.training.mean_teacher`.
+
+    The teacher is an EMA of the student's weights; the student is also trained to match the teacher's
+    token distributions on a second augmented view of images from `unlabelled` (prepared dataset
+    folders, labels ignored; empty = the training sets' images). The teacher is what is validated
+    and exported.
+    """
+
+    enabled: bool = False
+    ema_decay: float = 0.999
+    consistency_weight: float = 1.0  # weight of the consistency loss after the ramp-up
+    rampup_steps: int = 1000  # sigmoid ramp exp(-5 (1 - t)^2) of the weight over these steps
+    unlabelled: list[str] = field(default_factory=list)
+    batch_size: int = 8  # images per consistency batch (two views each), under data.batch_max_pixels
+    max_len: int = 100  # longest teacher pseudo-label in tokens
+
+
+@dataclass
 class TrainConfig:
     out_dir: str = "runs"
     run_name: str | None = None
@@ -88,6 +107,7 @@ class TrainConfig:
     log_every_n_steps: int = 20
     checkpoint_every_n_steps: int = 500  # last.ckpt also every N optimizer steps ...
     checkpoint_every_minutes: float | None = 10.0  # ... or every M minutes, whichever comes first
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from texscribe.errors import ModelLoadError
 from texscribe.models.interface import Cache, Memory
 
 PAD_ID = 0
@@ -147,6 +148,7 @@ def decode(
         raise ValueError("decode() needs at least one model")
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    check_same_vocab(model_list)
     with torch.inference_mode():
         memories = [m.encode(images, pixel_mask) for m in model_list]
         search = _BeamSearch(model_list, memories, beam, max_len, length_penalty, sos_id, eos_id)
@@ -160,6 +162,21 @@ def decode(
         best.alternatives = ranked[1:]
         results.append(best)
     return results
+
+
+def check_same_vocab(models: Sequence[DecodingModel]) -> None:
+    """Ensemble members may differ in encoder and decoder but must share the output vocabulary.
+
+    Models that report `vocab_size` (ImageToLatex, the ONNX backend) are compared up front; averaging
+    step log-probs over different vocabularies would mix unrelated tokens, so this raises `ModelLoadError`.
+    """
+    sizes = [getattr(m, "vocab_size", None) for m in models]
+    known = {s for s in sizes if s is not None}
+    if len(known) > 1:
+        raise ModelLoadError(
+            f"cannot ensemble models with different vocabularies (sizes {sizes}); "
+            "ensemble only models trained with the same vocab.json"
+        )
 
 
 def _normalised(score: float, length: int, penalty: float) -> float:

@@ -32,16 +32,28 @@ class LitImageToLatex(L.LightningModule):
         self.config: Config = from_dict(Config, config)
         self.vocab = Vocab.from_list(vocab)
         self.model = build_model(self.config.model, len(self.vocab))
+        self.teacher = None  # mean teacher: the EMA model that is validated and exported
+        if self.config.train.mean_teacher.enabled:
+            from texscribe.training.mean_teacher import MeanTeacher, make_teacher
+
+            self.mean_teacher = MeanTeacher(self.config)
+            self.teacher = make_teacher(self.model)
         self._val_preds: list[list[str]] = []
         self._val_refs: list[list[str]] = []
         self._val_loss = torch.zeros(2, dtype=torch.float64)  # (sum of token losses, token count)
         self.val_history: list[dict[str, float]] = []  # one entry per validation, kept in checkpoints
 
     # ------------------------------------------------------------------ training
-    def logits(self, batch: Batch, both_directions: bool) -> tuple[Tensor, Tensor]:
-        """Teacher-forced logits (N, T, V) and targets (N, T). With both directions the encoder runs
-        once and the decoder sees each memory twice: rows [0, B) are L2R, rows [B, 2B) R2L."""
-        memory = self.model.encode(batch.images, batch.pixel_mask)
+    def evaluated_model(self) -> Any:
+        """The model validation scores and the run exports: the EMA teacher with mean teacher, else the model."""
+        return self.teacher if self.teacher is not None else self.model
+
+    def logits(self, batch: Batch, both_directions: bool, model: Any = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits (N, T, V) and targets (N, T) of `model` (default: the trained model). With
+        both directions the encoder runs once and the decoder sees each memory twice: rows [0, B) are L2R,
+        rows [B, 2B) R2L."""
+        model = model if model is not None else self.model
+        memory = model.encode(batch.images, batch.pixel_mask)
         tgt_in, tgt_out = batch.tgt_in, batch.tgt_out
         if both_directions and batch.tgt_in_r2l is not None:
             b = len(batch)
@@ -50,8 +62,8 @@ class LitImageToLatex(L.LightningModule):
             tgt_out = torch.cat([tgt_out, batch.tgt_out_r2l])
         tf = self.config.train.teacher_forcing
         if self.training and tf < 1.0:  # scheduled sampling: only decoders that support it take the argument
-            return self.model.decoder(memory, tgt_in, teacher_forcing=tf), tgt_out
-        return self.model.decoder(memory, tgt_in), tgt_out
+            return model.decoder(memory, tgt_in, teacher_forcing=tf), tgt_out
+        return model.decoder(memory, tgt_in), tgt_out
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits, tgt_out = self.logits(batch, both_directions=True)
@@ -62,7 +74,19 @@ class LitImageToLatex(L.LightningModule):
             label_smoothing=self.config.train.label_smoothing,
         )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        if self.teacher is not None:
+            consistency = self.mean_teacher.step_loss(self.model, self.teacher, self.device, self.global_step)
+            self.log("train/consistency", consistency, on_step=True, on_epoch=True, batch_size=len(batch))
+            loss = loss + self.mean_teacher.weight(self.global_step) * consistency
         return loss
+
+    def on_train_start(self) -> None:
+        if self.teacher is not None and self.global_step == 0:  # a fresh run (maybe from --init-weights)
+            self.teacher.load_state_dict(self.model.state_dict())
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        if self.teacher is not None:  # after the optimizer step: global_step already counts it
+            self.mean_teacher.update(self.teacher, self.model, self.global_step - 1)
 
     # ---------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -72,7 +96,7 @@ class LitImageToLatex(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         from texscribe.decoding import greedy_decode
 
-        logits, tgt_out = self.logits(batch, both_directions=False)
+        logits, tgt_out = self.logits(batch, both_directions=False, model=self.evaluated_model())
         # plain cross-entropy (no smoothing), so val/loss reads as the model's true NLL per token
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=Vocab.pad_id, reduction="sum"
@@ -83,7 +107,7 @@ class LitImageToLatex(L.LightningModule):
         # A prediction longer than its reference + 2 is already > 2 edits away, so decoding further
         # cannot change ExpRate, <=1 or <=2: cap the length there (saves most of an untrained model's time).
         max_len = int(batch.lengths.max()) + 2
-        pred_ids = greedy_decode(self.model, batch.images, batch.pixel_mask, max_len=max_len)
+        pred_ids = greedy_decode(self.evaluated_model(), batch.images, batch.pixel_mask, max_len=max_len)
         self._val_preds.extend(self.vocab.decode(p) for p in pred_ids)
         self._val_refs.extend(self.vocab.decode(r.tolist()) for r in batch.tgt_out)
 

@@ -99,6 +99,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The evaluated model's weights in a training checkpoint: the EMA teacher's (mean teacher) if present."""
+    prefix = "teacher." if any(k.startswith("teacher.") for k in ckpt["state_dict"]) else "model."
+    return {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
 def _weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Vocab, dict[str, Any]]:
     """(model state_dict, vocab, model config dict) from a model file or a training checkpoint."""
     try:
@@ -106,7 +112,7 @@ def _weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Vocab, dict[str
         return mf.state_dict, mf.vocab, asdict(mf.config.model)
     except ModelLoadError:
         ckpt = load_checkpoint(path)
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        state = model_state(ckpt)
         hp = ckpt["hyper_parameters"]
         return state, Vocab.from_list(hp["vocab"]), hp["config"]["model"]
 
@@ -117,7 +123,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, An
 
     ckpt = load_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = model_state(ckpt)
     meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
             "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
     return save_model_file(out, from_dict(Config, hp["config"]), Vocab.from_list(hp["vocab"]), state, meta)
@@ -316,7 +322,7 @@ def _export(config: Config, module: Any, result: TrainResult, global_step: int) 
     best_is_final = result.best_metrics.get("step") == global_step
     if result.best_checkpoint is None or best_is_final:
         meta = {"checkpoint": "final weights", "checkpoint_step": global_step, **meta}
-        return save_model_file(out, config, module.vocab, module.model.state_dict(), meta)
+        return save_model_file(out, config, module.vocab, module.evaluated_model().state_dict(), meta)
     try:
         return export_checkpoint(result.best_checkpoint, out, meta)
     except TexscribeError as exc:
