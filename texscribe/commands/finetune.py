@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--limit", type=int, default=None, metavar="N", help="score only the first N records of each set"
     )
     p.add_argument("--beam", type=int, default=1, help="beam width for the scores (default 1: greedy)")
+    p.add_argument("--max-len", type=int, default=200, help="longest prediction in tokens (default 200)")
     p.add_argument("--seed", type=int, default=7, help="split, replay and training seed (default 7)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         eval_sets=list(args.eval),
         eval_limit=args.limit,
         beam=args.beam,
+        max_len=args.max_len,
         seed=args.seed,
         overrides=list(args.overrides),
         progress=not args.no_progress,

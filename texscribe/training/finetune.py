@@ -70,6 +70,7 @@ class FinetuneSettings:
     eval_sets: list[str] = field(default_factory=list)  # prepared folders scored before and after
     eval_limit: int | None = None  # first N records of each evaluation set
     beam: int = 1
+    max_len: int = 200  # longest prediction in tokens while scoring
     seed: int = 7
     overrides: list[str] = field(default_factory=list)  # key=value on the fine-tuning config
     progress: bool = True
@@ -187,6 +188,10 @@ def open_sources(
     together into `prepare_dir`. Returns the datasets and what prepare kept/dropped (reasons -> counts)."""
     from texscribe.data.prepare import prepare
 
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and not any(f.is_file() for f in path.rglob("*")):
+            raise InputError("the data folder is empty; put image + same-named .txt pairs in it", source=spec)
     prepared = [PreparedDataset.open(p) for p in specs if _is_prepared(p)]
     raw = [p for p in specs if not _is_prepared(p)]
     info: dict[str, Any] = {"prepared_folders": [str(ds.root) for ds in prepared]}
@@ -345,7 +350,10 @@ def score_before_after(
                 print(f"evaluate {when}: {name} ({data})")
                 from texscribe.evaluation import evaluate
 
-                res = evaluate(recognizer, data, target, beam=s.beam, limit=s.eval_limit, progress=s.progress)
+                res = evaluate(
+                    recognizer, data, target, beam=s.beam, limit=s.eval_limit, max_len=s.max_len,
+                    progress=s.progress,
+                )  # fmt: skip
                 cached = {**res.metrics, "seconds": round(res.seconds, 1)}
             scores[name][when] = cached
     return scores
@@ -364,6 +372,7 @@ def _cached_metrics(target: Path, model: Path, data: Path, s: FinetuneSettings) 
             and run["data"] == str(Path(data).resolve())
             and run["records"] == (min(n, s.eval_limit) if s.eval_limit is not None else n)
             and run["beam"] == s.beam
+            and run["max_len"] == s.max_len
         )
         return {**summary["metrics"], "seconds": run["seconds"]} if same else None
     except (OSError, ValueError, KeyError, InputError):
