@@ -1,6 +1,7 @@
 """Fine-tuning: a tiny model meets chemistry tokens it never saw; the vocabulary grows by exactly those
 tokens (old ids and rows kept), a few real training steps run, the result loads and predicts, and the
-before/after report is written. Also vocabulary growth on both decoder families and bad input."""
+before/after report is written (one shared real run, marked slow). Also
+vocabulary growth on the untied RNN decoder and bad input (fast)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "base": base, "out": out, "chem": chem}
 
 
+@pytest.mark.slow
 def test_vocabulary_grows_by_exactly_the_new_tokens(tuned: dict) -> None:
     from texscribe.checkpoint import read_model_file
 
@@ -110,6 +112,7 @@ def test_vocabulary_grows_by_exactly_the_new_tokens(tuned: dict) -> None:
     assert "decoder.out_proj.weight" not in start.state_dict  # still tied
 
 
+@pytest.mark.slow
 def test_training_ran_with_frozen_encoder_and_result_predicts(tuned: dict) -> None:
     from texscribe import load_model
     from texscribe.checkpoint import read_model_file
@@ -121,11 +124,12 @@ def test_training_ran_with_frozen_encoder_and_result_predicts(tuned: dict) -> No
     encoder = [k for k in start if k.startswith("encoder.")]
     assert encoder and all(torch.equal(final.state_dict[k], start[k]) for k in encoder)  # frozen, BN too
     rec = load_model(tuned["out"] / "train" / "model.pt")
-    pred = rec.predict(next(tuned["chem"].glob("*.png")))
+    pred = rec.predict(next(tuned["chem"].glob("*.png")), max_len=24)
     assert isinstance(pred.latex, str) and 0.0 <= pred.score <= 1.0
     assert all(t in rec.vocab for t in pred.tokens)
 
 
+@pytest.mark.slow
 def test_split_replay_and_report(tuned: dict) -> None:
     from texscribe.data.prepared import PreparedDataset
 

@@ -108,6 +108,11 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
         train_records, held_records = records, val_set.records
     else:
         train_records, held_records = split_by_formula(records, s.held_out_fraction, s.seed)
+        for spec in s.data:
+            if (Path(spec) / HELD_OUT / MANIFEST).is_file():
+                print(
+                    f"note: {spec}/{HELD_OUT} (from `texscribe data render`) is not used; pass --val to score on it"
+                )
     if not train_records or not held_records:
         raise InputError(
             f"need new training and held-out records, got {len(train_records)} and {len(held_records)}; "
@@ -122,7 +127,14 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
         replay_records = replay_slice(PreparedDataset.open(s.replay).records, len(train_records), s)
         train_dirs.append(write_subset(data_dir / "replay", replay_records))
     counts.update(train=len(train_records), held_out=len(held_records), replay=len(replay_records))
+    counts["train_formulas"] = len({tuple(r.tokens) for r in train_records})
+    counts["held_out_formulas"] = len({tuple(r.tokens) for r in held_records})
     counts["held_out_source"] = s.val or f"{s.held_out_fraction:.0%} of the new formulas (seed {s.seed})"
+    print(
+        f"new domain: {len(train_records)} training records ({counts['train_formulas']} formulas), "
+        f"{len(held_records)} held out ({counts['held_out_formulas']} formulas; {counts['held_out_source']}), "
+        f"{len(replay_records)} replayed from {s.replay}"
+    )
 
     vocab, added = extended_vocab(base.vocab, [r.tokens for r in train_records + replay_records])
     print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")
@@ -404,8 +416,9 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
         f"- fine-tuned model: `{report['model']}`",
         f"- vocabulary: {report['vocab']['before']} -> {report['vocab']['after']} tokens; "
         f"added ({len(report['added_tokens'])}): {' '.join(f'`{t}`' for t in report['added_tokens']) or 'none'}",
-        f"- data: {data['train']} new training records, {data['replay']} replayed from "
-        f"`{report['settings']['replay']}`, {data['held_out']} held out ({data['held_out_source']})",
+        f"- data: {data['train']} new training records ({data['train_formulas']} formulas), "
+        f"{data['replay']} replayed from `{report['settings']['replay']}`, {data['held_out']} held out "
+        f"({data['held_out_formulas']} formulas; {data['held_out_source']})",
         f"- training: {tr['steps']} steps, {tr['epochs']} epochs, {tr['train_seconds']:.0f} s "
         f"(lr {report['settings']['lr']}, freeze encoder: {report['settings']['freeze_encoder']})",
         f"- total wall time: {report['total_seconds']:.0f} s",
