@@ -149,6 +149,8 @@ def test_split_replay_and_report(tuned: dict) -> None:
         assert 0.0 <= pair["after"]["edit_score"] <= 1.0
         assert (tuned["out"] / "eval" / "before" / name / "predictions.tsv").is_file()
     assert report["data"]["train"] == len(train) and report["data"]["replay"] == len(replay)
+    assert report["training"]["steps"] == 4 and report["training"]["cpu_seconds"] > 0
+    assert 0 < report["training"]["images_seen"] <= len(train) + len(replay)  # 4 steps < 1 epoch
     md = (tuned["out"] / "finetune_report.md").read_text(encoding="utf-8")
     assert "| held_out |" in md and "ExpRate" in md and "\\rightleftharpoons" in md
 

@@ -143,14 +143,14 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     save_model_file(out / START_MODEL, base.config, vocab, model.state_dict(), meta)
 
     config = finetune_config(base.config, s, out, train_dirs)
-    train_started = time.perf_counter()
+    train_started, cpu_started = time.perf_counter(), _cpu_seconds()
     result = train(
         config,
         resume="auto",
         weights_only_from=str(out / START_MODEL),
         callbacks=[FreezeEncoder()] if s.freeze_encoder else [],
     )
-    train_wall = time.perf_counter() - train_started
+    train_wall, train_cpu = time.perf_counter() - train_started, _cpu_seconds() - cpu_started
     if result.model_file is None:
         raise ModelLoadError(f"training in {result.run_dir} did not finish; run the same command to resume")
 
@@ -168,6 +168,9 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
             "epochs": result.epochs,
             "train_seconds": result.train_seconds,
             "wall_seconds": round(train_wall, 1),
+            # CPU time of this process and its finished loader workers: sizes a run on idle cores
+            "cpu_seconds": round(train_cpu, 1),
+            "images_seen": round(result.epochs * (len(train_records) + len(replay_records))),
         },
         "eval_sets": {name: str(path) for name, path in eval_sets.items()},
         "scores": scores,
@@ -175,6 +178,16 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     }
     write_report(out, report)
     return FinetuneResult(out, result.model_file, added, scores, report)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    try:
+        import resource
+    except ImportError:  # Windows: this process only
+        return time.process_time()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _check(s: FinetuneSettings) -> None:
@@ -419,7 +432,8 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
         f"- data: {data['train']} new training records ({data['train_formulas']} formulas), "
         f"{data['replay']} replayed from `{report['settings']['replay']}`, {data['held_out']} held out "
         f"({data['held_out_formulas']} formulas; {data['held_out_source']})",
-        f"- training: {tr['steps']} steps, {tr['epochs']} epochs, {tr['train_seconds']:.0f} s "
+        f"- training: {tr['steps']} steps, {tr['epochs']} epochs (~{tr['images_seen']} images), "
+        f"{tr['train_seconds']:.0f} s, {tr['cpu_seconds']:.0f} CPU-s "
         f"(lr {report['settings']['lr']}, freeze encoder: {report['settings']['freeze_encoder']})",
         f"- total wall time: {report['total_seconds']:.0f} s",
         "",
