@@ -267,3 +267,16 @@ def test_datamodule_errors_are_actionable(tmp_path: Path) -> None:
         LatexDataModule(Config())
     with pytest.raises(InputError, match="texscribe data prepare"):
         LatexDataModule(load_config("tiny", [f"data.train=[{tmp_path}]"]))
+
+
+def test_every_epoch_has_the_same_number_of_batches() -> None:
+    """Lightning validates when batch_idx + 1 == the epoch length it read once: a jittered packing that
+    came out a few batches short skipped that epoch's validation (seen in a real CROHME run)."""
+    sizes = random_sizes(3000, seed=5)
+    sampler = SizeBucketBatchSampler(sizes, 400_000, 48, seed=7, jitter=0.1)
+    expected = len(sampler)
+    for epoch in range(8):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == expected == len(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(sizes)))

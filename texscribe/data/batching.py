@@ -178,6 +178,11 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         self.oversized = int(
             sum(padded_side(h) * padded_side(w) > self.max_pixels for h, w in self.sizes.tolist())
         )
+        # Lightning fixes the epoch length once and validates when batch_idx + 1 == that length, so
+        # every epoch must yield the same number of batches: the count of the unjittered packing.
+        self.num_batches = len(
+            self._greedy(np.lexsort((self.sizes[:, 1], np.ceil(self.sizes[:, 0] / PAD_MULTIPLE))))
+        )
 
     @property
     def epoch(self) -> int:
@@ -204,7 +209,18 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
             h = h * rng.uniform(1 - self.jitter, 1 + self.jitter, len(h))
             w = w * rng.uniform(1 - self.jitter, 1 + self.jitter, len(w))
         # rows of equal padded height together, then by width; stable, so ties keep the random order
-        order = order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))]
+        out = self._greedy(order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))])
+        if len(out) > self.num_batches:  # jitter packed worse: this epoch keeps only the random tie order
+            sizes = self.sizes[order]
+            out = self._greedy(order[np.lexsort((sizes[:, 1], np.ceil(sizes[:, 0] / PAD_MULTIPLE)))])
+        out = self._split_to(out, self.num_batches)
+        if self.sampler.shuffle:
+            perm = self.sampler.rng(salt=1).permutation(len(out))
+            out = [out[i] for i in perm]
+        return out
+
+    def _greedy(self, order: np.ndarray) -> list[list[int]]:
+        """Pack samples in `order` into consecutive batches within the pixel and size budgets."""
         out: list[list[int]] = []
         current: list[int] = []
         max_h = max_w = 0
@@ -218,10 +234,21 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
                 current, new_h, new_w = [], sh, sw
             current.append(idx)
             max_h, max_w = new_h, new_w
-        out.append(current)
-        if self.sampler.shuffle:
-            perm = self.sampler.rng(salt=1).permutation(len(out))
-            out = [out[i] for i in perm]
+        if current:
+            out.append(current)
+        return out
+
+    @staticmethod
+    def _split_to(out: list[list[int]], target: int) -> list[list[int]]:
+        """Halve the fullest batches until there are `target` (halves stay within every budget)."""
+        out = [list(b) for b in out]
+        while len(out) < target:
+            i = max(range(len(out)), key=lambda k: len(out[k]))
+            if len(out[i]) < 2:
+                break
+            half = len(out[i]) // 2
+            out[i], extra = out[i][:half], out[i][half:]
+            out.append(extra)
         return out
 
     def _shard(self, batches: list[list[int]]) -> list[list[int]]:
