@@ -150,13 +150,14 @@ def test_iter_predictions_skips_bad_items_and_keeps_order(recognizer):
     assert outcomes[0].prediction is not None and outcomes[2].prediction is not None
 
 
-def test_shipped_default_model_loads_when_present():
-    path = Path(inference.__file__).parent / "weights" / "default.pt"
-    if not path.is_file():
-        pytest.skip("no shipped default model in this checkout yet")
+def test_shipped_default_model_reads_the_bundled_examples():
+    """The README's first command: the shipped model, by name, with nothing else, reads our examples."""
+    assert (Path(inference.__file__).parent / "weights" / "default.pt").is_file()
     rec = inference.load_model("default")
-    pred = rec.predict(formula_image("x+1"), max_len=MAX_LEN)
-    assert pred.latex == to_latex(pred.tokens)
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    preds = rec.predict([examples / "x_squared_plus_1.png", examples / "y_eq_4x.png"], beam=3)
+    assert [p.latex for p in preds] == ["x^{2}+1", "y=4x"]
+    assert all(p.latex == to_latex(p.tokens) and 0.5 < p.score <= 1 for p in preds)
 
 
 def test_png_bytes_roundtrip_through_pil(recognizer):
