@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 Stride = tuple[int, int]
 
@@ -69,3 +69,31 @@ def pool_valid(valid: Tensor, stride: Stride) -> Tensor:
 def to_padding_mask(valid: Tensor) -> Tensor:
     """(B, 1, h, w) float valid map -> (B, h, w) bool, True = padding."""
     return valid.squeeze(1) < 0.5
+
+
+def vgg_layers(
+    channels: Sequence[int], pools: Sequence[int | Sequence[int]], batch_norm: bool = True
+) -> tuple[list[Stride], nn.ModuleList, nn.ModuleList]:
+    """The plain CNN of VGG and of SATRN's stem: a 3x3 conv (+ batch norm) per entry of `channels`, each
+    followed by a max-pool of `pools[i]` (1 = none). Returns (pools as pairs, convs, norms)."""
+    if not channels or len(channels) != len(pools):
+        raise ValueError(f"channels ({len(channels)}) and pools ({len(pools)}) need one entry per conv layer")
+    pairs = [as_pair(p, f"pools[{i}]") for i, p in enumerate(pools)]
+    convs, norms, previous = nn.ModuleList(), nn.ModuleList(), 1
+    for width in channels:
+        convs.append(nn.Conv2d(previous, width, 3, padding=1, bias=not batch_norm))
+        norms.append(nn.BatchNorm2d(width) if batch_norm else nn.Identity())
+        previous = width
+    return pairs, convs, norms
+
+
+def run_vgg_layers(
+    convs: nn.ModuleList, norms: nn.ModuleList, pools: Sequence[Stride], x: Tensor, valid: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Apply `vgg_layers` with padding kept at zero: features (B, C, h, w) and their valid map."""
+    for conv, norm, pool in zip(convs, norms, pools):
+        x = F.relu(norm(conv(x * valid))) * valid
+        if pool != (1, 1):
+            x = F.max_pool2d(x, pool)
+            valid = pool_valid(valid, pool)
+    return x, valid

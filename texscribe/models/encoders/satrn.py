@@ -26,11 +26,11 @@ from torch import Tensor, nn
 
 from texscribe.models.encoders.common import (
     Stride,
-    as_pair,
-    pool_valid,
     prepare_input,
+    run_vgg_layers,
     to_padding_mask,
     total_stride,
+    vgg_layers,
 )
 from texscribe.models.encoders.efficientnet import masked_mean
 from texscribe.models.interface import Encoder
@@ -106,23 +106,12 @@ class SATRNEncoder(Encoder):
         dropout: float = 0.1,
     ):
         super().__init__()
-        if not channels or len(channels) != len(pools):
-            raise ValueError(
-                f"channels ({len(channels)}) and pools ({len(pools)}) need one entry per conv layer"
-            )
         if dim % num_heads or dim % 2:
             raise ValueError(f"dim ({dim}) must be even and divisible by num_heads ({num_heads})")
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.pools: list[Stride] = [as_pair(p, f"pools[{i}]") for i, p in enumerate(pools)]
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        previous = 1
-        for width in channels:
-            self.convs.append(nn.Conv2d(previous, width, 3, padding=1, bias=False))
-            self.norms.append(nn.BatchNorm2d(width))
-            previous = width
-        self.to_dim = nn.Conv2d(previous, dim, 1)
+        self.pools, self.convs, self.norms = vgg_layers(channels, pools)
+        self.to_dim = nn.Conv2d(channels[-1], dim, 1)
         self.positions = Adaptive2DPositions(dim)
         self.layers = nn.ModuleList(SATRNLayer(dim, num_heads, ff_dim, dropout) for _ in range(num_layers))
         self.out_norm = nn.LayerNorm(dim)
@@ -131,11 +120,7 @@ class SATRNEncoder(Encoder):
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
         x, valid = prepare_input(images, pixel_mask, self.stride)
-        for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-            x = F.relu(norm(conv(x * valid))) * valid
-            if pool != (1, 1):
-                x = F.max_pool2d(x, pool)
-                valid = pool_valid(valid, pool)
+        x, valid = run_vgg_layers(self.convs, self.norms, self.pools, x, valid)
         x = self.to_dim(x) * valid
         x = x + self.positions(x, valid)
         batch, dim, height, width = x.shape

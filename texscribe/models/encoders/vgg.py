@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from texscribe.models.encoders.common import (
     Stride,
-    as_pair,
-    pool_valid,
     prepare_input,
+    run_vgg_layers,
     to_padding_mask,
     total_stride,
+    vgg_layers,
 )
 from texscribe.models.interface import Encoder
 
@@ -33,27 +32,12 @@ class VGGEncoder(Encoder):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if not channels or len(channels) != len(pools):
-            raise ValueError(
-                f"channels ({len(channels)}) and pools ({len(pools)}) need one entry per conv layer"
-            )
-        self.pools: list[Stride] = [as_pair(p, f"pools[{i}]") for i, p in enumerate(pools)]
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        previous = 1
-        for width in channels:
-            self.convs.append(nn.Conv2d(previous, width, 3, padding=1, bias=not batch_norm))
-            self.norms.append(nn.BatchNorm2d(width) if batch_norm else nn.Identity())
-            previous = width
+        self.pools, self.convs, self.norms = vgg_layers(channels, pools, batch_norm)
         self.dropout = nn.Dropout2d(dropout)
-        self.out_channels = previous
+        self.out_channels = channels[-1]
         self.stride: Stride = total_stride(self.pools)
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
         x, valid = prepare_input(images, pixel_mask, self.stride)
-        for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-            x = F.relu(norm(conv(x * valid))) * valid
-            if pool != (1, 1):
-                x = F.max_pool2d(x, pool)
-                valid = pool_valid(valid, pool)
+        x, valid = run_vgg_layers(self.convs, self.norms, self.pools, x, valid)
         return self.dropout(x), to_padding_mask(valid)
