@@ -87,16 +87,15 @@ class FinetuneResult:
 
 def finetune(s: FinetuneSettings) -> FinetuneResult:
     """Prepare the data, grow the vocabulary, train, score before/after and write the report."""
-    from texscribe.checkpoint import read_model_file, save_model_file
-    from texscribe.inference import resolve_model_path
+    from texscribe.checkpoint import save_model_file
+    from texscribe.inference import BACKENDS
+    from texscribe.models.vocab_growth import grow_vocab
     from texscribe.training.run import train
 
     started = time.perf_counter()
     _check(s)
-    base_path = resolve_model_path(s.base)
-    if base_path.is_dir():
-        raise ModelLoadError(f"--from {s.base}: a folder (ONNX export?); fine-tuning needs a .pt model file")
-    base = read_model_file(base_path)
+    base = BACKENDS["torch"](s.base, "cpu", None)  # the one model loader: its config, vocab, fp32 model
+    base_path = base.path
     out = Path(s.out)
     data_dir = out / "data"
     counts: dict[str, Any] = {}
@@ -138,7 +137,8 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
 
     vocab, added = extended_vocab(base.vocab, [r.tokens for r in train_records + replay_records])
     print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")
-    model = _grown_model(base, len(vocab), s.seed)
+    model = base.backend
+    grow_vocab(model, len(vocab), seed=s.seed)
     meta = {"finetune_base": str(base_path), "added_tokens": added, "base_meta": base.meta}
     save_model_file(out / START_MODEL, base.config, vocab, model.state_dict(), meta)
 
@@ -313,16 +313,6 @@ def extended_vocab(base: Vocab, sequences: Sequence[Sequence[str]]) -> tuple[Voc
     counts = Counter(t for seq in sequences for t in seq if t not in base)
     added = sorted(counts, key=lambda t: (-counts[t], t))
     return Vocab.from_list([*base.itos, *added]), added
-
-
-def _grown_model(base: Any, vocab_size: int, seed: int) -> Any:
-    from texscribe.models.registry import build_model
-    from texscribe.models.vocab_growth import grow_vocab
-
-    model = build_model(base.config.model, len(base.vocab))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in base.state_dict.items()})
-    grow_vocab(model, vocab_size, seed=seed)
-    return model
 
 
 # -------------------------------------------------------------------------------------- training
