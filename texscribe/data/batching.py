@@ -180,9 +180,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         )
         # Lightning fixes the epoch length once and validates when batch_idx + 1 == that length, so
         # every epoch must yield the same number of batches: the count of the unjittered packing.
-        self.num_batches = len(
-            self._greedy(np.lexsort((self.sizes[:, 1], np.ceil(self.sizes[:, 0] / PAD_MULTIPLE))))
-        )
+        self.num_batches = len(self._greedy(_by_size(np.arange(len(self.sizes)), *self.sizes.T)))
 
     @property
     def epoch(self) -> int:
@@ -208,11 +206,9 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
             rng = self.sampler.rng(salt=2)
             h = h * rng.uniform(1 - self.jitter, 1 + self.jitter, len(h))
             w = w * rng.uniform(1 - self.jitter, 1 + self.jitter, len(w))
-        # rows of equal padded height together, then by width; stable, so ties keep the random order
-        out = self._greedy(order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))])
+        out = self._greedy(_by_size(order, h, w))
         if len(out) > self.num_batches:  # jitter packed worse: this epoch keeps only the random tie order
-            sizes = self.sizes[order]
-            out = self._greedy(order[np.lexsort((sizes[:, 1], np.ceil(sizes[:, 0] / PAD_MULTIPLE)))])
+            out = self._greedy(_by_size(order, *self.sizes[order].T))
         out = self._split_to(out, self.num_batches)
         if self.sampler.shuffle:
             perm = self.sampler.rng(salt=1).permutation(len(out))
@@ -240,8 +236,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
 
     @staticmethod
     def _split_to(out: list[list[int]], target: int) -> list[list[int]]:
-        """Halve the fullest batches until there are `target` (halves stay within every budget)."""
-        out = [list(b) for b in out]
+        """Halve the fullest batches (in place) until there are `target` (halves stay within every budget)."""
         while len(out) < target:
             i = max(range(len(out)), key=lambda k: len(out[k]))
             if len(out[i]) < 2:
@@ -266,6 +261,12 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+def _by_size(order: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """`order` (sample indices; `h`, `w` their sizes, aligned) with rows of equal padded height together,
+    then by width; stable, so ties keep their (random) order."""
+    return order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))]
 
 
 def padded_area(batch_sizes: Sequence[tuple[int, int]]) -> int:
