@@ -19,3 +19,16 @@ def shared_data() -> Path:
             f"real datasets not found at {SHARED_DATA} (set TEXSCRIBE_SHARED_DATA or place ../shared beside the repo)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-tensor tests: CI runs two test workers on two cores, and extra
+    intra-op threads only oversubscribe them (10x slower). Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
