@@ -33,17 +33,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def subset(src: Path, dst: Path, limit: int) -> Path:
     """A prepared folder listing the first `limit` records of `src` (images referenced, not copied)."""
-    from texscribe.data.prepared import MANIFEST_COLUMNS, PreparedDataset, write_tsv
+    from texscribe.data.prepared import PreparedDataset, write_subset
 
     ds = PreparedDataset.open(src)
-    dst.mkdir(parents=True, exist_ok=True)
-    rows = [
-        (r.id, r.image_path.resolve().as_posix(), " ".join(r.tokens), r.source, r.height, r.width)
-        for r in ds.records[:limit]
-    ]
-    write_tsv(dst / "manifest.tsv", MANIFEST_COLUMNS, rows)
-    ds.vocab.save(dst / "vocab.json")
-    return dst
+    return write_subset(dst, ds.records[:limit], ds.vocab)
 
 
 def train_preset(preset: str, args: argparse.Namespace, train: list[str], val: str, unlabelled: list[str]):

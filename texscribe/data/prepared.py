@@ -74,11 +74,28 @@ def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]])
 
 
 def write_manifest(root: Path, records: Sequence[PreparedRecord]) -> None:
+    """`root/manifest.tsv` for `records`; image paths are written relative to `root` (they may lie outside it)."""
     rows = [
-        (r.id, r.image_path.relative_to(root).as_posix(), " ".join(r.tokens), r.source, r.height, r.width)
+        (
+            r.id,
+            Path(os.path.relpath(r.image_path, root)).as_posix(),
+            " ".join(r.tokens),
+            r.source,
+            r.height,
+            r.width,
+        )
         for r in records
     ]
     write_tsv(root / MANIFEST, MANIFEST_COLUMNS, rows)
+
+
+def write_subset(root: Path, records: Sequence[PreparedRecord], vocab: Vocab | None = None) -> Path:
+    """A prepared dataset at `root` listing `records` of other prepared datasets, whose images stay where
+    they are; its vocabulary is `vocab`, or built from the records."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_manifest(root, records)
+    (vocab if vocab is not None else Vocab.build(r.tokens for r in records)).save(root / VOCAB)
+    return root
 
 
 def read_manifest(root: Path) -> list[PreparedRecord]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,14 +30,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from texscribe.data.prepared import (
-    MANIFEST,
-    MANIFEST_COLUMNS,
-    VOCAB,
-    PreparedDataset,
-    PreparedRecord,
-    write_tsv,
-)
+from texscribe.data.prepared import MANIFEST, PreparedDataset, PreparedRecord, write_subset
 from texscribe.errors import ConfigError, InputError, ModelLoadError
 from texscribe.latex import Vocab
 
@@ -272,25 +264,6 @@ def replay_slice(records: Sequence[PreparedRecord], n_new: int, s: FinetuneSetti
         return list(records)
     keep = np.sort(np.random.default_rng(s.seed).choice(len(records), size=want, replace=False))
     return [records[i] for i in keep]
-
-
-def write_subset(root: Path, records: Sequence[PreparedRecord]) -> Path:
-    """A prepared dataset at `root` listing `records` whose images stay where they are (relative paths)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = [
-        (
-            r.id,
-            Path(os.path.relpath(r.image_path, root)).as_posix(),
-            " ".join(r.tokens),
-            r.source,
-            r.height,
-            r.width,
-        )
-        for r in records
-    ]
-    write_tsv(root / MANIFEST, MANIFEST_COLUMNS, rows)
-    Vocab.build(r.tokens for r in records).save(root / VOCAB)
-    return root
 
 
 def _named(dirs: Sequence[str]) -> dict[str, Path]:
