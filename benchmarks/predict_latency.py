@@ -55,6 +55,17 @@ def untrained_model_file(preset: str, out: Path) -> Path:
     return save_model_file(out, cfg, vocab, build_model(cfg.model, len(vocab)).state_dict())
 
 
+def time_per_image(rec, payloads: list[bytes], beam: int, max_len: int) -> tuple[list[float], list[int]]:
+    """Seconds of `rec.predict` per image, one image at a time, and each prediction's token count."""
+    latencies, lengths = [], []
+    for data in payloads:
+        start = time.perf_counter()
+        pred = rec.predict(data, beam=beam, max_len=max_len)
+        latencies.append(time.perf_counter() - start)
+        lengths.append(len(pred.tokens))
+    return latencies, lengths
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -90,12 +101,7 @@ def main() -> int:
 
     rows = []
     for beam in (1, args.beam):
-        latencies, lengths = [], []
-        for data in payloads:
-            start = time.perf_counter()
-            pred = rec.predict(data, beam=beam, max_len=args.max_len)
-            latencies.append(time.perf_counter() - start)
-            lengths.append(len(pred.tokens))
+        latencies, lengths = time_per_image(rec, payloads, beam, args.max_len)
         total = sum(latencies)
         rows.append(
             (

@@ -24,7 +24,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,17 +68,13 @@ def images_per_second(run_dir: Path) -> float | None:
 
 def latency_ms(recognizer, n: int, max_len: int) -> float | None:
     """Median greedy batch-1 end-to-end latency on the first `n` CROHME 2014 bitmaps (None without data)."""
-    from predict_latency import SHARED, crohme_images
+    from predict_latency import SHARED, crohme_images, time_per_image
 
     if not (SHARED / "crohme" / "crohme_offline.zip").is_file() or n <= 0:
         return None
     payloads = [data for _, data in crohme_images(n)]
     recognizer.predict(payloads[:2], max_len=max_len)  # warm-up
-    times = []
-    for data in payloads:
-        start = time.perf_counter()
-        recognizer.predict(data, max_len=max_len)
-        times.append(time.perf_counter() - start)
+    times, _ = time_per_image(recognizer, payloads, beam=1, max_len=max_len)
     return 1000 * statistics.median(times)
 
 
