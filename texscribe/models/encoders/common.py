@@ -66,6 +66,11 @@ def pool_valid(valid: Tensor, stride: Stride) -> Tensor:
     return F.max_pool2d(valid, kernel_size=stride, stride=stride)
 
 
+def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """(B, C, h, w) features, (B, 1, h, w) valid map -> (B, C, 1, 1) mean over valid cells."""
+    return (x * valid).sum((2, 3), keepdim=True) / valid.sum((2, 3), keepdim=True).clamp(min=1.0)
+
+
 def to_padding_mask(valid: Tensor) -> Tensor:
     """(B, 1, h, w) float valid map -> (B, h, w) bool, True = padding."""
     return valid.squeeze(1) < 0.5

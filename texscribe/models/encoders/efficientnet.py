@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from texscribe.models.encoders.common import (
     Stride,
     as_pair,
+    masked_mean,
     pool_valid,
     prepare_input,
     to_padding_mask,
@@ -48,11 +49,6 @@ def round_channels(channels: float, divisor: int = 8) -> int:
     """Scale-then-round as EfficientNet does: nearest multiple of `divisor`, never below 90 % of the value."""
     out = max(divisor, int(channels + divisor / 2) // divisor * divisor)
     return out + divisor if out < 0.9 * channels else out
-
-
-def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    """(B, C, h, w) features, (B, 1, h, w) valid map -> (B, C, 1, 1) mean over valid cells."""
-    return (x * valid).sum((2, 3), keepdim=True) / valid.sum((2, 3), keepdim=True).clamp(min=1.0)
 
 
 class SqueezeExcite(nn.Module):

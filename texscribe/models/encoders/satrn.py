@@ -26,13 +26,13 @@ from torch import Tensor, nn
 
 from texscribe.models.encoders.common import (
     Stride,
+    masked_mean,
     prepare_input,
     run_vgg_layers,
     to_padding_mask,
     total_stride,
     vgg_layers,
 )
-from texscribe.models.encoders.efficientnet import masked_mean
 from texscribe.models.interface import Encoder
 from texscribe.models.positional import sinusoid
 
