@@ -311,7 +311,8 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
                     result.trace.append((at, float(trace_loss) / TRACE_EVERY, float(trace_correct) / seen))
                     trace_loss.zero_()
                     trace_correct.zero_()
-            if epoch_steps == 0:
+            if epoch_steps == 0:  # the budget ran out exactly at an epoch boundary (already validated)
+                result.stopped_early = out_of_time
                 break
             t_val = time.perf_counter()
             val_loss, val_acc, _ = evaluate(model, data.val_x, data.val_y)
