@@ -29,6 +29,8 @@ CHEM = [
     r"N_{2}O_{4}\rightleftharpoons2NO_{2}", r"Ca^{2+}+CO_{3}^{2-}\rightarrow CaCO_{3}",
 ]  # fmt: skip
 MATH = [r"x+1=2", r"y^{2}", r"a_{n}=n+1", r"\frac{x}{2}", r"(x+y)^{2}", r"2x-3=y", r"b_{1}+b_{2}", r"x^{3}-1"]
+MORE_MATH = [r"x-y", r"n^{2}+1", r"a+b=3", r"\frac{1}{x}"]  # a second --replay folder, pooled with MATH
+SAMPLE = 30  # --sample: new training records kept of the ~34 the split leaves
 SMALL = [
     "data.img_max_height=32",
     "data.img_max_width=160",
@@ -78,14 +80,17 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict:
     chem = write_label_folder(root / "chem_labels", CHEM, variants=2)
     math_prepared = root / "math_prepared"
     prepare([str(write_label_folder(root / "math_labels", MATH))], math_prepared, workers=1, progress=False)
+    more_math = root / "more_math_prepared"
+    prepare([str(write_label_folder(root / "more_labels", MORE_MATH))], more_math, workers=1, progress=False)
     base = tiny_model_file(root / "base.pt")
     out = root / "run"
     argv = ["finetune", "--from", str(base), "--data", str(chem), "--out", str(out), "--epochs", "1",
-            "--replay", str(math_prepared), "--replay-fraction", "0.25", "--eval", str(math_prepared),
+            "--replay", str(math_prepared), "--replay", str(more_math), "--replay-fraction", "0.25",
+            "--sample", str(SAMPLE), "--eval", str(math_prepared),
             "--freeze-encoder", "--lr", "1e-3", "--warmup-steps", "2", "--held-out-fraction", "0.15",
             "--max-len", "24", "--no-progress", "train.max_steps=4"]  # fmt: skip
     assert main(argv) == 0
-    return {"root": root, "base": base, "out": out, "chem": chem}
+    return {"root": root, "base": base, "out": out, "chem": chem, "replay_dirs": (math_prepared, more_math)}
 
 
 @pytest.mark.slow
@@ -138,11 +143,14 @@ def test_split_replay_and_report(tuned: dict) -> None:
     train_f = {tuple(r.tokens) for r in train.records}
     held_f = {tuple(r.tokens) for r in held.records}
     assert held_f and not train_f & held_f  # split by formula: both renderings on one side
-    assert len(train) + len(held) == 2 * len(CHEM)
+    report = json.loads((tuned["out"] / "finetune_report.json").read_text(encoding="utf-8"))
+    assert len(train) == SAMPLE < report["data"]["sampled_from"]  # --sample draws from the split's train side
+    assert report["data"]["sampled_from"] + len(held) == 2 * len(CHEM)
     assert all(r.image_path.is_file() for r in train.records + held.records)
     replay = PreparedDataset.open(data / "replay")
-    assert len(replay) == min(len(MATH), round(len(train) * 0.25 / 0.75))  # all of it when too small
-    report = json.loads((tuned["out"] / "finetune_report.json").read_text(encoding="utf-8"))
+    assert len(replay) == round(SAMPLE * 0.25 / 0.75) > len(MATH)  # more than one folder holds: pooled
+    folders = {r.image_path.parent.parent.resolve() for r in replay.records}
+    assert folders == {d.resolve() for d in tuned["replay_dirs"]}
     assert set(report["scores"]) == {"held_out", "math_prepared"}
     for name, pair in report["scores"].items():
         assert pair["before"]["n"] == pair["after"]["n"] > 0, name

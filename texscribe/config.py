@@ -105,6 +105,7 @@ class TrainConfig:
     early_stop_patience: int | None = None
     bidirectional: bool = False
     log_every_n_steps: int = 20
+    progress_bar: bool = True  # Lightning's bar; off when the output goes to a log file
     checkpoint_every_n_steps: int = 500  # last.ckpt also every N optimizer steps ...
     checkpoint_every_minutes: float | None = 10.0  # ... or every M minutes, whichever comes first
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)

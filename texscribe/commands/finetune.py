@@ -42,11 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=30, help="linear warmup steps (default 30)")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder side only")
-    p.add_argument(
-        "--replay", metavar="DIR", help="prepared original training data to mix in (limits forgetting)"
-    )
+    p.add_argument("--replay", action="append", default=[], metavar="DIR",
+                   help="prepared original training data to mix in (limits forgetting; repeatable, pooled)")  # fmt: skip
     p.add_argument("--replay-fraction", type=float, default=0.3, metavar="F",
                    help="share of each epoch drawn from --replay (default 0.3)")  # fmt: skip
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="train on a seeded sample of N new records (for large rendered corpora)")  # fmt: skip
     p.add_argument("--eval", action="append", default=[], metavar="DIR",
                    help="prepared dataset scored before and after (repeatable), e.g. crohme_2014")  # fmt: skip
     p.add_argument(
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         freeze_encoder=args.freeze_encoder,
-        replay=args.replay,
+        replay=list(args.replay),
+        sample=args.sample,
         replay_fraction=args.replay_fraction,
         eval_sets=list(args.eval),
         eval_limit=args.limit,

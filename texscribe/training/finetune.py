@@ -5,7 +5,8 @@ Steps, all under `settings.out` (re-running the same call resumes training and r
     data/new/        raw --data sources prepared by `texscribe.data.prepare` (prepared folders are used as they are)
     data/train/      the new domain's training records          (subset manifests: images stay where they are)
     data/held_out/   its held-out split, by formula (unless --val) -- no formula is on both sides
-    data/replay/     a seeded slice of the original training data, `replay_fraction` of each epoch
+    data/replay/     a seeded slice of the original training data (all --replay folders pooled), `replay_fraction`
+                     of each epoch
     start.pt         the base model with its vocabulary grown by the new tokens (`models.vocab_growth`)
     train/           the run of `texscribe.training.train` (checkpoints, logs, curves, model.pt)
     eval/{before,after}/<set>/   `texscribe.evaluation.evaluate` outputs on the held-out split and each --eval set
@@ -57,8 +58,9 @@ class FinetuneSettings:
     lr: float = 3e-4
     warmup_steps: int = 30
     freeze_encoder: bool = False
-    replay: str | None = None  # prepared folder of the original training data
+    replay: list[str] = field(default_factory=list)  # prepared folders of the original training data, pooled
     replay_fraction: float = 0.3  # share of each epoch's samples drawn from `replay`
+    sample: int | None = None  # train on a seeded sample of this many new records (large rendered corpora)
     eval_sets: list[str] = field(default_factory=list)  # prepared folders scored before and after
     eval_limit: int | None = None  # first N records of each evaluation set
     beam: int = 1
@@ -110,12 +112,16 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
             "add data or pass --val",
             source=", ".join(s.data),
         )
+    if s.sample is not None and s.sample < len(train_records):
+        counts["sampled_from"] = len(train_records)
+        train_records = seeded_sample(train_records, s.sample, s.seed)
     train_dir = write_subset(data_dir / "train", train_records)
     held_dir = write_subset(data_dir / HELD_OUT, held_records)
     train_dirs = [train_dir]
     replay_records = []
     if s.replay:
-        replay_records = replay_slice(PreparedDataset.open(s.replay).records, len(train_records), s)
+        pool = [r for d in s.replay for r in PreparedDataset.open(d).records]
+        replay_records = replay_slice(pool, len(train_records), s)
         train_dirs.append(write_subset(data_dir / "replay", replay_records))
     counts.update(train=len(train_records), held_out=len(held_records), replay=len(replay_records))
     counts["train_formulas"] = len({tuple(r.tokens) for r in train_records})
@@ -124,7 +130,7 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     print(
         f"new domain: {len(train_records)} training records ({counts['train_formulas']} formulas), "
         f"{len(held_records)} held out ({counts['held_out_formulas']} formulas; {counts['held_out_source']}), "
-        f"{len(replay_records)} replayed from {s.replay}"
+        f"{len(replay_records)} replayed from {', '.join(s.replay) or '(none)'}"
     )
 
     vocab, added = extended_vocab(base.vocab, [r.tokens for r in train_records + replay_records])
@@ -195,6 +201,8 @@ def _check(s: FinetuneSettings) -> None:
         raise ConfigError("give --epochs N or --max-time DD:HH:MM:SS")
     if s.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {s.lr}")
+    if s.sample is not None and s.sample < 1:
+        raise ConfigError(f"--sample must be >= 1, got {s.sample}")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -254,16 +262,21 @@ def split_by_formula(
     ]
 
 
+def seeded_sample(records: Sequence[PreparedRecord], n: int, seed: int) -> list[PreparedRecord]:
+    """`n` records drawn without replacement, kept in their original order."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=n, replace=False))
+    return [records[i] for i in keep]
+
+
 def replay_slice(records: Sequence[PreparedRecord], n_new: int, s: FinetuneSettings) -> list[PreparedRecord]:
     """A seeded sample of the original data sized so it is `replay_fraction` of each epoch's samples."""
     want = round(n_new * s.replay_fraction / (1.0 - s.replay_fraction))
     if want <= 0 or not records:
         return []
     if want > len(records):
-        log.warning("replay: wanted %d records but %s holds %d; using all", want, s.replay, len(records))
+        log.warning("replay: wanted %d records but %s hold %d; using all", want, s.replay, len(records))
         return list(records)
-    keep = np.sort(np.random.default_rng(s.seed).choice(len(records), size=want, replace=False))
-    return [records[i] for i in keep]
+    return seeded_sample(records, want, s.seed)
 
 
 def _named(dirs: Sequence[str]) -> dict[str, Path]:
@@ -301,7 +314,7 @@ def finetune_config(base_config: Any, s: FinetuneSettings, out: Path, train_dirs
         data["optim"]["scheduler"] = "constant"
     data["train"].update(
         out_dir=str(out), run_name=RUN_NAME, seed=s.seed, max_epochs=s.epochs or 10_000, max_steps=-1,
-        max_time=s.max_time, early_stop_patience=None, val_every_n_steps=None,
+        max_time=s.max_time, early_stop_patience=None, val_every_n_steps=None, progress_bar=s.progress,
     )  # fmt: skip
     return from_dict(Config, apply_overrides(data, list(s.overrides)))
 
@@ -322,8 +335,8 @@ class FreezeEncoder(L.Callback):
 def score_before_after(
     base_path: Path, tuned_path: Path, sets: dict[str, Path], eval_dir: Path, s: FinetuneSettings
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Evaluate both models on every set; a "before" score already on disk for the same model, data and
-    limit is reused (re-runs and resumes do not pay for it twice)."""
+    """Evaluate both models on every set; a "before" score already on disk for the same model file (not
+    changed since), data and limit is reused (re-runs and resumes do not pay for it twice)."""
     from texscribe.inference import load_model
 
     models = {"before": base_path, "after": tuned_path}
@@ -349,7 +362,7 @@ def score_before_after(
 
 def _cached_metrics(target: Path, model: Path, data: Path, s: FinetuneSettings) -> dict[str, float] | None:
     file = target / "metrics.json"
-    if not file.is_file():
+    if not file.is_file() or file.stat().st_mtime < Path(model).stat().st_mtime:  # model replaced since
         return None
     try:
         summary = json.loads(file.read_text(encoding="utf-8"))

@@ -297,6 +297,7 @@ def _make_trainer(
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=1 if has_val else 0,
         log_every_n_steps=tc.log_every_n_steps,
+        enable_progress_bar=tc.progress_bar,
         callbacks=callbacks,
         logger=loggers,
         enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
