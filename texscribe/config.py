@@ -47,6 +47,7 @@ class DataConfig:
     max_label_len: int = 200
     batch_max_pixels: int = 400_000
     batch_max_size: int = 16
+    size_buckets: int | None = None  # k: pad training batches into k k-means-learned shapes (None: any)
     num_workers: int = 0
     augment: dict[str, Any] = field(default_factory=dict)
 

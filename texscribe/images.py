@@ -358,28 +358,43 @@ def crop_to_ink(
     return out
 
 
-def fit_height(
-    img: np.ndarray, *, min_height: int, max_height: int, max_width: int, scale: float = 1.0
-) -> np.ndarray:
-    """Resize keeping aspect ratio: scale by `scale`, clamp height to [min_height, max_height],
-    then shrink further if wider than `max_width` (width wins over `min_height` in that case).
+def fitted_size(
+    height: int, width: int, *, min_height: int, max_height: int, max_width: int, scale: float = 1.0
+) -> tuple[int, int]:
+    """(h', w') that `fit_height` gives an image of `height` x `width` pixels, computed without pixels.
 
-    INTER_AREA when shrinking (no aliasing of thin strokes), INTER_LINEAR when enlarging.
-    Returns float32 (h', w') with 1 <= h', 1 <= w' <= max_width; `img` itself (as float32) when the
-    size is already right, so copy before modifying in place.
+    Scale by `scale`, clamp the height to [min_height, max_height] keeping the aspect ratio, then shrink
+    further if wider than `max_width` (width wins over `min_height` then). 1 <= h', 1 <= w' <= max_width.
+    Training uses it to size batches and learn size buckets from a manifest's stored sizes alone.
     """
     if not 1 <= min_height <= max_height or max_width < 1 or scale <= 0:
         raise ValueError(
             f"need 1 <= min_height <= max_height, max_width >= 1, scale > 0; got {min_height}, "
             f"{max_height}, {max_width}, {scale}"
         )
-    h, w = img.shape
-    new_h = min(max(h * scale, min_height), max_height)
-    new_w = w * new_h / h
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be at least 1x1, got {width}x{height}")
+    new_h = min(max(height * scale, min_height), max_height)
+    new_w = width * new_h / height
     if new_w > max_width:
         new_h *= max_width / new_w
         new_w = max_width
-    size_h, size_w = max(1, round(new_h)), max(1, min(max_width, round(new_w)))
+    return max(1, round(new_h)), max(1, min(max_width, round(new_w)))
+
+
+def fit_height(
+    img: np.ndarray, *, min_height: int, max_height: int, max_width: int, scale: float = 1.0
+) -> np.ndarray:
+    """Resize keeping aspect ratio to the size `fitted_size` gives (the one place that size is computed).
+
+    INTER_AREA when shrinking (no aliasing of thin strokes), INTER_LINEAR when enlarging.
+    Returns float32 (h', w') with 1 <= h', 1 <= w' <= max_width; `img` itself (as float32) when the
+    size is already right, so copy before modifying in place.
+    """
+    h, w = img.shape
+    size_h, size_w = fitted_size(
+        h, w, min_height=min_height, max_height=max_height, max_width=max_width, scale=scale
+    )
     if (size_h, size_w) == (h, w):
         return np.asarray(img, dtype=np.float32)
     shrinking = size_h * size_w < h * w
@@ -442,20 +457,24 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- batching
-def pad_batch(images: Sequence[np.ndarray], multiple: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    images: Sequence[np.ndarray], multiple: int = 16, buckets: Sequence[tuple[int, int]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack canonical images into a batch padded bottom/right with zeros.
 
-    Returns images (B, 1, H, W) float32 and pixel_mask (B, H, W) bool (True = padding), where H and W are
-    the largest height/width rounded up to `multiple` (so every encoder stride divides them).
+    Returns images (B, 1, H, W) float32 and pixel_mask (B, H, W) bool (True = padding). (H, W) is
+    `padded_shape` of the largest height/width: with `buckets` ((width, height) pairs, sides multiples
+    of `multiple`) the smallest bucket holding them, so a model sees only those shapes; without buckets,
+    or when the images exceed every bucket, the largest sides rounded up to `multiple` (so every encoder
+    stride divides them).
     """
     import torch
 
     if not images:
         raise ValueError("pad_batch needs at least one image")
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    height = _round_up(max(im.shape[0] for im in images), multiple)
-    width = _round_up(max(im.shape[1] for im in images), multiple)
+    height, width = padded_shape(
+        max(im.shape[0] for im in images), max(im.shape[1] for im in images), multiple, buckets
+    )
     batch = np.zeros((len(images), 1, height, width), dtype=np.float32)
     mask = np.ones((len(images), height, width), dtype=bool)
     for i, im in enumerate(images):
@@ -463,6 +482,31 @@ def pad_batch(images: Sequence[np.ndarray], multiple: int = 16) -> tuple[torch.T
         batch[i, 0, :h, :w] = im
         mask[i, :h, :w] = False
     return torch.from_numpy(batch), torch.from_numpy(mask)
+
+
+def padded_shape(
+    height: int, width: int, multiple: int = 16, buckets: Sequence[tuple[int, int]] | None = None
+) -> tuple[int, int]:
+    """(H, W) that `pad_batch` gives a batch whose largest image sides are `height` and `width`.
+
+    The smallest bucket that holds them (see `smallest_bucket`) when `buckets` are given and one does,
+    else both sides rounded up to `multiple`. Batch samplers count pixel budgets with it.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    bucket = smallest_bucket(height, width, buckets) if buckets else None
+    if bucket is None:
+        return _round_up(height, multiple), _round_up(width, multiple)
+    if bucket[0] % multiple or bucket[1] % multiple:
+        raise ValueError(f"bucket {bucket[0]}x{bucket[1]} is not a multiple of {multiple} on both sides")
+    return bucket[1], bucket[0]
+
+
+def smallest_bucket(height: int, width: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    """The smallest-area (width, height) bucket (ties: the narrower) holding a `height` x `width` image,
+    or None when none does."""
+    fitting = [(bw, bh) for bw, bh in buckets if width <= bw and height <= bh]
+    return min(fitting, key=lambda b: (b[0] * b[1], b[0])) if fitting else None
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -480,9 +524,9 @@ def pad_to_bucket(
     if not buckets:
         raise ValueError("no buckets given")
     h, w = img.shape
-    fitting = [(bw, bh) for bw, bh in buckets if w <= bw and h <= bh]
-    if fitting:
-        bw, bh = min(fitting, key=lambda b: (b[0] * b[1], b[0]))
+    bucket = smallest_bucket(h, w, buckets)
+    if bucket is not None:
+        bw, bh = bucket
     elif downscale:
         bw, bh = max(buckets, key=lambda b: (min(b[0] / w, b[1] / h), -b[0] * b[1]))
         factor = min(bw / w, bh / h)
@@ -501,24 +545,52 @@ def pad_to_bucket(
 
 
 def kmeans_buckets(
-    sizes: Sequence[tuple[int, int]], k: int, seed: int = 0, iters: int = 50
+    sizes: Sequence[tuple[int, int]],
+    k: int,
+    seed: int = 0,
+    iters: int = 50,
+    multiple: int = 8,
+    restarts: int = 8,
 ) -> list[tuple[int, int]]:
     """Learn up to `k` (width, height) buckets from image sizes given as (h, w) — i.e. `img.shape`.
 
-    K-means (k-means++ init, seeded) on (h, w); each bucket is its cluster's max height and max width,
-    rounded up to a multiple of 8, so every input size fits the bucket of its cluster. Returned sorted
-    by area, duplicates removed; usable directly with `pad_to_bucket`.
+    K-means (k-means++ init, seeded) on (h, w), each side in units of its own spread (standard deviation)
+    so that the wider-ranging width does not decide every cluster alone: on CROHME that let a few tall
+    images give every bucket the maximum height. Each bucket is its cluster's max height and max width,
+    rounded up to a multiple of `multiple`, so every input size fits the bucket of its cluster. Of
+    `restarts` seeded runs the one padding the sizes to the fewest pixels wins (each size in the smallest
+    bucket holding it). Returned sorted by area, duplicates removed; usable directly with
+    `pad_to_bucket` and `pad_batch`.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    points = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
-    if len(points) == 0:
+    if k < 1 or multiple < 1 or restarts < 1:
+        raise ValueError(f"k, multiple and restarts must be >= 1, got {k}, {multiple}, {restarts}")
+    sides = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    if len(sides) == 0:
         raise ValueError("kmeans_buckets needs at least one size")
+    points = sides / np.maximum(sides.std(axis=0), 1.0)
+    k = min(k, len(np.unique(points, axis=0)))
     rng = np.random.default_rng(seed)
-    centers = _kmeans_pp_init(points, min(k, len(np.unique(points, axis=0))), rng)
+    best: tuple[float, list[tuple[int, int]]] | None = None
+    for _ in range(restarts):
+        labels = _kmeans_labels(points, k, rng, iters)
+        buckets = set()
+        for c in np.unique(labels):
+            max_h, max_w = sides[labels == c].max(axis=0)
+            buckets.add((_round_up(int(np.ceil(max_w)), multiple), _round_up(int(np.ceil(max_h)), multiple)))
+        cost = _bucket_padding(sides, buckets)
+        if best is None or cost < best[0]:
+            best = (cost, sorted(buckets, key=lambda b: (b[0] * b[1], b[0])))
+    return best[1]
+
+
+def _kmeans_labels(points: np.ndarray, k: int, rng: np.random.Generator, iters: int) -> np.ndarray:
+    """Cluster index of each point after Lloyd iterations from a k-means++ start."""
+    centers = _kmeans_pp_init(points, k, rng)
     labels = np.zeros(len(points), dtype=np.int64)
     for it in range(iters):
-        dist = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        dist = (points[:, None, 0] - centers[None, :, 0]) ** 2 + (
+            points[:, None, 1] - centers[None, :, 1]
+        ) ** 2
         new_labels = dist.argmin(axis=1)
         if it > 0 and np.array_equal(new_labels, labels):
             break
@@ -527,11 +599,14 @@ def kmeans_buckets(
             members = points[labels == c]
             if len(members):
                 centers[c] = members.mean(axis=0)
-    buckets = set()
-    for c in np.unique(labels):
-        max_h, max_w = points[labels == c].max(axis=0)
-        buckets.add((_round_up(int(np.ceil(max_w)), 8), _round_up(int(np.ceil(max_h)), 8)))
-    return sorted(buckets, key=lambda b: (b[0] * b[1], b[0]))
+    return labels
+
+
+def _bucket_padding(sides: np.ndarray, buckets: set[tuple[int, int]]) -> float:
+    """Total area of the smallest bucket holding each (h, w) row of `sides` (all fit one)."""
+    bw, bh = np.asarray(sorted(buckets), dtype=np.float64).T
+    fits = (sides[:, 1:2] <= bw) & (sides[:, 0:1] <= bh)
+    return float(np.where(fits, bw * bh, np.inf).min(axis=1).sum())
 
 
 def _kmeans_pp_init(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

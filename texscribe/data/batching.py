@@ -1,11 +1,14 @@
 """Size-bucketed batches: group images of similar size so padding stays small, under a pixel budget.
 
 - `SizeBucketBatchSampler` yields lists of dataset indices. Each batch's *padded* area
-  (`len(batch) * H_pad * W_pad`, sides rounded up to `PAD_MULTIPLE` as `images.pad_batch` pads them)
-  stays within `max_pixels`, and it holds at most `max_size` samples. The order is a pure function of
-  `(seed, epoch)`, so a resumed run sees the same batches as an uninterrupted one; `skip` lets a
-  resumed epoch start after the batches it already trained on.
+  (`len(batch) * H_pad * W_pad`, laid out as `images.pad_batch` pads them: sides rounded up to
+  `PAD_MULTIPLE`, or the smallest of the learned size buckets that holds the batch, see
+  `data.size_buckets`) stays within `max_pixels`, and it holds at most `max_size` samples. The order
+  is a pure function of `(seed, epoch)`, so a resumed run sees the same batches as an uninterrupted
+  one; `skip` lets a resumed epoch start after the batches it already trained on.
 - `collate` (via `Collate`) turns `Item`s into a `Batch`: padded images + mask and teacher-forcing targets.
+  Given the same `buckets` as the sampler, every batch the sampler packed is one of those shapes (a batch
+  exceeding every bucket, e.g. an unusually large validation image, falls back to plain `pad_batch`).
 
 Right-to-left targets (`bidirectional=True`, BTTR/CoMER-style training of one shared decoder in both
 directions): the token list is simply reversed (a brace group is not kept together: `{ x }` reversed is
@@ -29,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from texscribe.images import pad_batch, padded_shape
 from texscribe.latex import Vocab
 
 PAD_MULTIPLE = 16  # images.pad_batch rounds H and W up to this; every encoder stride divides it
@@ -89,11 +93,12 @@ def targets(seqs: Sequence[Sequence[int]], start: int, end: int) -> tuple[Tensor
     return tgt_in, tgt_out
 
 
-def collate(items: Sequence[Item], bidirectional: bool = False) -> Batch:
-    """Pad images (via `images.pad_batch`) and build L2R (and optionally R2L) targets."""
-    from texscribe.images import pad_batch
-
-    images, pixel_mask = pad_batch([it.image for it in items], multiple=PAD_MULTIPLE)
+def collate(
+    items: Sequence[Item], bidirectional: bool = False, buckets: Sequence[tuple[int, int]] | None = None
+) -> Batch:
+    """Pad images (via `images.pad_batch`, into the smallest of `buckets` that holds them when given)
+    and build L2R (and optionally R2L) targets."""
+    images, pixel_mask = pad_batch([it.image for it in items], multiple=PAD_MULTIPLE, buckets=buckets)
     seqs = [it.ids for it in items]
     tgt_in, tgt_out = targets(seqs, Vocab.sos_id, Vocab.eos_id)
     batch = Batch(
@@ -110,13 +115,14 @@ def collate(items: Sequence[Item], bidirectional: bool = False) -> Batch:
 
 
 class Collate:
-    """Picklable collate_fn (DataLoader workers) carrying the `bidirectional` flag."""
+    """Picklable collate_fn (DataLoader workers) carrying the `bidirectional` flag and the size buckets."""
 
-    def __init__(self, bidirectional: bool = False):
+    def __init__(self, bidirectional: bool = False, buckets: Sequence[tuple[int, int]] | None = None):
         self.bidirectional = bidirectional
+        self.buckets = list(buckets) if buckets else None
 
     def __call__(self, items: Sequence[Item]) -> Batch:
-        return collate(items, self.bidirectional)
+        return collate(items, self.bidirectional, self.buckets)
 
 
 class EpochOrder(Sampler[int]):
@@ -144,10 +150,13 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
     """Batches of similar-size samples within a padded-pixel budget.
 
     sizes: per-sample (height, width) in pixels *as the model will see them* (upper bounds).
+    buckets: (width, height) shapes, sides multiples of `PAD_MULTIPLE`, that `collate` pads batches into
+    (`images.kmeans_buckets` learns them): the budget then counts the bucket a batch lands in, and samples
+    are grouped by the smallest bucket holding them before the size order below.
     Samples are sorted by padded height, then width — each size scaled by a random factor in
     [1 - jitter, 1 + jitter] per epoch so batch membership varies between epochs, ties in random order —
-    then packed greedily; the batch order is shuffled per epoch. A sample alone over the budget gets a batch of its own
-    (counted in `oversized`). With `num_replicas > 1` (DDP) each rank takes every `num_replicas`-th batch;
+    then packed greedily; the batch order is shuffled per epoch. A sample alone over the budget gets a
+    batch of its own (counted in `oversized`). With `num_replicas > 1` (DDP) each rank takes every `num_replicas`-th batch;
     with `pad_replicas` the list is first padded by repeating batches so every rank gets the same count.
     """
 
@@ -163,6 +172,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         pad_replicas: bool = True,
         jitter: float = 0.1,
+        buckets: Sequence[tuple[int, int]] | None = None,
     ):
         if max_pixels < 1 or max_size < 1:
             raise ValueError(f"max_pixels and max_size must be >= 1, got {max_pixels}, {max_size}")
@@ -173,14 +183,15 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         self.sampler = EpochOrder(len(self.sizes), seed=seed, shuffle=shuffle)
         self.num_replicas, self.rank, self.pad_replicas = num_replicas, rank, pad_replicas
         self.jitter = jitter
+        self.buckets = sorted(buckets, key=lambda b: (b[0] * b[1], b[0])) if buckets else None
         self.skip = 0  # batches of the current epoch already consumed (set when resuming mid-epoch)
         self._cache: tuple[int, list[list[int]]] | None = None
         self.oversized = int(
-            sum(padded_side(h) * padded_side(w) > self.max_pixels for h, w in self.sizes.tolist())
+            sum(padded_area([(h, w)], self.buckets) > self.max_pixels for h, w in self.sizes.tolist())
         )
         # Lightning fixes the epoch length once and validates when batch_idx + 1 == that length, so
         # every epoch must yield the same number of batches: the count of the unjittered packing.
-        self.num_batches = len(self._greedy(_by_size(np.arange(len(self.sizes)), *self.sizes.T)))
+        self.num_batches = len(self._greedy(self._by_size(np.arange(len(self.sizes)), *self.sizes.T)))
 
     @property
     def epoch(self) -> int:
@@ -206,9 +217,9 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
             rng = self.sampler.rng(salt=2)
             h = h * rng.uniform(1 - self.jitter, 1 + self.jitter, len(h))
             w = w * rng.uniform(1 - self.jitter, 1 + self.jitter, len(w))
-        out = self._greedy(_by_size(order, h, w))
+        out = self._greedy(self._by_size(order, h, w))
         if len(out) > self.num_batches:  # jitter packed worse: this epoch keeps only the random tie order
-            out = self._greedy(_by_size(order, *self.sizes[order].T))
+            out = self._greedy(self._by_size(order, *self.sizes[order].T))
         out = self._split_to(out, self.num_batches)
         if self.sampler.shuffle:
             perm = self.sampler.rng(salt=1).permutation(len(out))
@@ -221,10 +232,12 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         current: list[int] = []
         max_h = max_w = 0
         for idx in order.tolist():
-            sh, sw = (padded_side(v) for v in self.sizes[idx])
+            sh, sw = self.sizes[idx].tolist()
             new_h, new_w = max(max_h, sh), max(max_w, sw)
             if current and (
-                len(current) >= self.max_size or (len(current) + 1) * new_h * new_w > self.max_pixels
+                len(current) >= self.max_size
+                or (len(current) + 1) * _area(padded_shape(new_h, new_w, PAD_MULTIPLE, self.buckets))
+                > self.max_pixels
             ):
                 out.append(current)
                 current, new_h, new_w = [], sh, sw
@@ -262,17 +275,26 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batches())
 
+    def _by_size(self, order: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """`order` (sample indices; `h`, `w` their sizes, aligned) grouped by the smallest bucket that
+        holds each (with buckets), then rows of equal padded height together, then by width; stable, so
+        ties keep their (random) order."""
+        keys = [w, np.ceil(h / PAD_MULTIPLE)]
+        if self.buckets:
+            bw, bh = np.asarray(self.buckets, dtype=float).T  # sorted as `images.smallest_bucket` picks
+            fits = (w[:, None] <= bw[None]) & (h[:, None] <= bh[None])
+            keys.append(np.where(fits.any(axis=1), fits.argmax(axis=1), len(self.buckets)))
+        return order[np.lexsort(keys)]
 
-def _by_size(order: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """`order` (sample indices; `h`, `w` their sizes, aligned) with rows of equal padded height together,
-    then by width; stable, so ties keep their (random) order."""
-    return order[np.lexsort((w, np.ceil(h / PAD_MULTIPLE)))]
+
+def _area(shape: tuple[int, int]) -> int:
+    return shape[0] * shape[1]
 
 
-def padded_area(batch_sizes: Sequence[tuple[int, int]]) -> int:
-    """Padded pixel count of a batch of (h, w) images, as `images.pad_batch` will lay it out."""
-    return (
-        len(batch_sizes)
-        * padded_side(max(h for h, _ in batch_sizes))
-        * padded_side(max(w for _, w in batch_sizes))
-    )
+def padded_area(
+    batch_sizes: Sequence[tuple[int, int]], buckets: Sequence[tuple[int, int]] | None = None
+) -> int:
+    """Padded pixel count of a batch of (h, w) images, as `images.pad_batch` will lay it out (with the
+    same `buckets`)."""
+    height, width = max(h for h, _ in batch_sizes), max(w for _, w in batch_sizes)
+    return len(batch_sizes) * _area(padded_shape(height, width, PAD_MULTIPLE, buckets))

@@ -4,6 +4,10 @@ Training reads one or more prepared folders (`data.train`, see `texscribe.data.p
 validates on one (`data.val`). Every image goes through `images.preprocess` (the same transform
 inference uses); training images are augmented around it (`data.augment`, see `augment.py`).
 Batches come from `SizeBucketBatchSampler` under `data.batch_max_pixels` / `data.batch_max_size`.
+With `data.size_buckets = k`, k (width, height) shapes are learned at setup by k-means over the training
+images' size bounds and every batch is padded into the smallest one that holds it, so the model sees k
+input shapes (what cudnn.benchmark, torch.compile and static ONNX shapes need); a validation batch
+larger than every bucket falls back to plain padding. Inference pads as before.
 The train loader is resumable: its (epoch, batches done) position is stored in Lightning
 checkpoints, so a resumed run continues the interrupted epoch with the same batch order.
 """
@@ -23,10 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from texscribe.config import Config, DataConfig
 from texscribe.data.augment import Augmenter, build_augmenter
-from texscribe.data.batching import Batch, Collate, Item, SizeBucketBatchSampler
+from texscribe.data.batching import PAD_MULTIPLE, Batch, Collate, Item, SizeBucketBatchSampler
 from texscribe.data.prepared import PreparedDataset, PreparedRecord
 from texscribe.errors import ConfigError, ImageError
-from texscribe.images import fit_height, preprocess
+from texscribe.images import fit_height, fitted_size, kmeans_buckets, preprocess
 from texscribe.latex import Vocab
 
 log = logging.getLogger(__name__)
@@ -101,11 +105,13 @@ class LatexDataset(Dataset):
     def _fitted(self, size: tuple[int, int]) -> tuple[int, int]:
         """Size `images.fit_height` gives a stored image of `size` (the stored images are cropped already)."""
         cfg = self.data_config
-        probe = np.zeros(size, dtype=np.float32)
-        kwargs = dict(
-            min_height=cfg.img_min_height, max_height=cfg.img_max_height, max_width=cfg.img_max_width
+        return fitted_size(
+            *size,
+            min_height=cfg.img_min_height,
+            max_height=cfg.img_max_height,
+            max_width=cfg.img_max_width,
+            scale=cfg.scale,
         )
-        return fit_height(probe, scale=cfg.scale, **kwargs).shape
 
     def _preprocess(self, img: np.ndarray) -> np.ndarray:
         return preprocess(img, self.data_config)
@@ -125,6 +131,17 @@ class LatexDataset(Dataset):
         if out.shape[0] > bound_h or out.shape[1] > bound_w:
             out = fit_height(out, min_height=1, max_height=min(out.shape[0], bound_h), max_width=bound_w)
         return Item(rec.id, out, self.ids[index])
+
+
+def learn_size_buckets(sizes: Sequence[tuple[int, int]], k: int, seed: int = 0) -> list[tuple[int, int]]:
+    """k-means (width, height) buckets, sides multiples of `PAD_MULTIPLE`, covering every (h, w) in `sizes`.
+
+    `sizes` are a `LatexDataset`'s size bounds (model-input size grown by what augmentation may add), so
+    no training item, augmented or not, exceeds every bucket.
+    """
+    if k < 1:
+        raise ConfigError(f"data.size_buckets must be >= 1 (or null for no buckets), got {k}")
+    return kmeans_buckets(sizes, k, seed=seed, multiple=PAD_MULTIPLE)
 
 
 class _SkipMissing(Collate):
@@ -186,6 +203,7 @@ class LatexDataModule(L.LightningDataModule):
         self.vocab = vocab or merged_vocab(self.train_sets)
         self.train_data: LatexDataset | None = None
         self.val_data: LatexDataset | None = None
+        self.size_buckets: list[tuple[int, int]] | None = None  # (width, height), with data.size_buckets
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
@@ -196,6 +214,11 @@ class LatexDataModule(L.LightningDataModule):
             )
             if len(self.train_data) == 0:
                 raise ConfigError(f"no usable training records in {', '.join(cfg.data.train)}")
+            if cfg.data.size_buckets is not None:
+                k = cfg.data.size_buckets
+                self.size_buckets = learn_size_buckets(self.train_data.sizes, k, seed=cfg.train.seed)
+                shapes = " ".join(f"{w}x{h}" for w, h in self.size_buckets)
+                log.info("size buckets (k=%d): %s", k, shapes)
         if self.val_data is None and self.val_set is not None:
             self.val_data = LatexDataset(
                 [self.val_set],
@@ -226,6 +249,7 @@ class LatexDataModule(L.LightningDataModule):
             num_replicas=replicas,
             rank=rank,
             pad_replicas=train,  # validation shards need not be equal: nothing syncs per step
+            buckets=self.size_buckets,
         )
         if train and sampler.oversized:
             log.warning(
@@ -236,7 +260,7 @@ class LatexDataModule(L.LightningDataModule):
         workers = cfg.data.num_workers
         kwargs: dict[str, Any] = dict(
             batch_sampler=sampler,
-            collate_fn=_SkipMissing(cfg.train.bidirectional and train),
+            collate_fn=_SkipMissing(cfg.train.bidirectional and train, self.size_buckets),
             num_workers=workers,
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0,

@@ -75,7 +75,11 @@ class LitImageToLatex(L.LightningModule):
         )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
         if self.teacher is not None:
-            consistency = self.mean_teacher.step_loss(self.model, self.teacher, self.device, self.global_step)
+            # consistency batches get the training batches' size buckets: the model sees those shapes only
+            buckets = getattr(self.trainer.datamodule, "size_buckets", None)
+            consistency = self.mean_teacher.step_loss(
+                self.model, self.teacher, self.device, self.global_step, buckets
+            )
             self.log("train/consistency", consistency, on_step=True, on_epoch=True, batch_size=len(batch))
             loss = loss + self.mean_teacher.weight(self.global_step) * consistency
         return loss

@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,10 +119,12 @@ class ViewPairs:
 
     Images go through the training path (`LatexDataset`: preprocess + `data.augment`), each drawn twice
     with independent augmentations; batches are size-bucketed under `data.batch_max_pixels` with at
-    most `mean_teacher.batch_size` images. The order restarts from `seed` (it is not checkpointed).
+    most `mean_teacher.batch_size` images, padded into the training run's size `buckets` when given (a
+    batch larger than every bucket gets plain padding). The order restarts from `seed` (it is not
+    checkpointed).
     """
 
-    def __init__(self, config: Config, seed: int):
+    def __init__(self, config: Config, seed: int, buckets: Sequence[tuple[int, int]] | None = None):
         from texscribe.data.augment import build_augmenter
         from texscribe.data.datamodule import LatexDataset, merged_vocab
         from texscribe.data.prepared import PreparedDataset
@@ -139,8 +141,9 @@ class ViewPairs:
         )
         if len(self.dataset) == 0:
             raise ConfigError(f"train.mean_teacher.unlabelled: no images in {', '.join(folders)}")
+        self.buckets = list(buckets) if buckets else None
         self.sampler = SizeBucketBatchSampler(
-            self.dataset.sizes, data.batch_max_pixels, mt.batch_size, seed=seed
+            self.dataset.sizes, data.batch_max_pixels, mt.batch_size, seed=seed, buckets=self.buckets
         )
         self._batches: Iterator[list[int]] = iter(())
         log.info("mean teacher: %d unlabelled images from %s", len(self.dataset), ", ".join(folders))
@@ -160,7 +163,8 @@ class ViewPairs:
                 (a, b) for a, b in pairs if a is not None and b is not None
             ]  # unreadable: logged, skipped
             if pairs:
-                return collate([a for a, _ in pairs]), collate([b for _, b in pairs])
+                views = [a for a, _ in pairs], [b for _, b in pairs]
+                return collate(views[0], buckets=self.buckets), collate(views[1], buckets=self.buckets)
 
 
 class MeanTeacher:
@@ -175,10 +179,18 @@ class MeanTeacher:
     def weight(self, step: int) -> float:
         return self.mt.consistency_weight * rampup(step, self.mt.rampup_steps)
 
-    def step_loss(self, student: nn.Module, teacher: nn.Module, device: torch.device, step: int) -> Tensor:
-        """Consistency loss on the next unlabelled view pair (opened lazily, seeded by the run seed and step)."""
+    def step_loss(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        device: torch.device,
+        step: int,
+        buckets: Sequence[tuple[int, int]] | None = None,
+    ) -> Tensor:
+        """Consistency loss on the next unlabelled view pair (opened lazily, seeded by the run seed and
+        step; padded into the training batches' size `buckets` when given)."""
         if self._views is None:
-            self._views = ViewPairs(self.config, seed=self.config.train.seed + step)
+            self._views = ViewPairs(self.config, seed=self.config.train.seed + step, buckets=buckets)
         view_s, view_t = next(self._views)
         return consistency_loss(student, teacher, view_s.to(device), view_t.to(device), self.mt.max_len)
 
