@@ -430,3 +430,10 @@ def test_real_crohme_and_im2latex_end_ink_bright(shared_data):
         ink_fraction = float((img > 0.5).mean())
         assert 0.0 < ink_fraction < 0.5 and img[0].mean() < 0.5  # ink bright, background dark
         assert images.preprocess(img, DataConfig()).shape[0] >= DataConfig().img_min_height
+
+
+@pytest.mark.parametrize("values", [[[-5e-324, 0.0]], [[-5e-324, 5e-324]], [[-1e308, 1e308, 0.0]]])
+def test_float_pixels_with_a_subnormal_or_huge_span_stay_finite(values):
+    """Found by tests/test_fuzz.py: a span of 5e-324 halves to 0, and min-max scaling then gave NaN."""
+    img = images.load_image(np.array(values, dtype=np.float64))
+    assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0

@@ -201,8 +201,9 @@ def _scale_unknown_range(values: np.ndarray, origin: str | None) -> np.ndarray:
         out = values / 255.0
     elif lo >= 0.0 and hi <= 65535.0:
         out = values / 65535.0
-    elif hi > lo:  # halves: hi - lo may overflow for extreme finite values
-        out = (values / 2 - lo / 2) / (hi / 2 - lo / 2)
+    # halves: hi - lo may overflow for extreme values; a subnormal span halves to 0 (all-zero image)
+    elif hi / 2 - lo / 2 > 0:
+        out = np.clip((values / 2 - lo / 2) / (hi / 2 - lo / 2), 0.0, 1.0)
     else:
         out = np.zeros_like(values)
     return out.astype(np.float32)
