@@ -161,6 +161,8 @@ def test_split_replay_and_report(tuned: dict) -> None:
     assert 0 < report["training"]["images_seen"] <= len(train) + len(replay)  # 4 steps < 1 epoch
     md = (tuned["out"] / "finetune_report.md").read_text(encoding="utf-8")
     assert "| held_out |" in md and "ExpRate" in md and "\\rightleftharpoons" in md
+    assert f"a seeded sample of {report['data']['sampled_from']}" in md
+    assert all(f"`{d}`" in md for d in tuned["replay_dirs"])  # every pooled folder named, not a list repr
 
 
 def test_grow_vocab_untied_rnn_decoder(tmp_path: Path) -> None:

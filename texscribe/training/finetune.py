@@ -398,6 +398,7 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
     tr, data = report["training"], report["data"]
     header = ["set", "n", "metric", "before %", "after %", "delta (points)"]
     rows = report_table(report["scores"])
+    sampled = f"; a seeded sample of {data['sampled_from']}" if "sampled_from" in data else ""
     lines = [
         "# Fine-tuning report",
         "",
@@ -405,8 +406,9 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
         f"- fine-tuned model: `{report['model']}`",
         f"- vocabulary: {report['vocab']['before']} -> {report['vocab']['after']} tokens; "
         f"added ({len(report['added_tokens'])}): {' '.join(f'`{t}`' for t in report['added_tokens']) or 'none'}",
-        f"- data: {data['train']} new training records ({data['train_formulas']} formulas), "
-        f"{data['replay']} replayed from `{report['settings']['replay']}`, {data['held_out']} held out "
+        f"- data: {data['train']} new training records ({data['train_formulas']} formulas{sampled}), "
+        f"{data['replay']} replayed from {', '.join(f'`{d}`' for d in report['settings']['replay']) or '(none)'}, "
+        f"{data['held_out']} held out "
         f"({data['held_out_formulas']} formulas; {data['held_out_source']})",
         f"- training: {tr['steps']} steps, {tr['epochs']} epochs (~{tr['images_seen']} images), "
         f"{tr['train_seconds']:.0f} s, {tr['cpu_seconds']:.0f} CPU-s "
