@@ -510,6 +510,17 @@ def smallest_bucket(height: int, width: int, buckets: Sequence[tuple[int, int]])
     return min(fitting, key=lambda b: (b[0] * b[1], b[0])) if fitting else None
 
 
+def smallest_bucket_indices(
+    heights: np.ndarray, widths: np.ndarray, buckets: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """Vectorised `smallest_bucket`: for each (height, width) pair the index in `buckets` -- which must be
+    sorted as `smallest_bucket` ranks them (area, then width) -- of the first, i.e. smallest, bucket
+    holding it; `len(buckets)` where none does."""
+    bw, bh = np.asarray(buckets, dtype=np.float64).reshape(-1, 2).T
+    fits = (np.asarray(widths)[:, None] <= bw[None]) & (np.asarray(heights)[:, None] <= bh[None])
+    return np.where(fits.any(axis=1), fits.argmax(axis=1), len(bw))
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
@@ -605,9 +616,9 @@ def _kmeans_labels(points: np.ndarray, k: int, rng: np.random.Generator, iters: 
 
 def _bucket_padding(sides: np.ndarray, buckets: set[tuple[int, int]]) -> float:
     """Total area of the smallest bucket holding each (h, w) row of `sides` (all fit one)."""
-    bw, bh = np.asarray(sorted(buckets), dtype=np.float64).T
-    fits = (sides[:, 1:2] <= bw) & (sides[:, 0:1] <= bh)
-    return float(np.where(fits, bw * bh, np.inf).min(axis=1).sum())
+    ranked = sorted(buckets, key=lambda b: (b[0] * b[1], b[0]))
+    areas = np.array([w * h for w, h in ranked], dtype=np.float64)
+    return float(areas[smallest_bucket_indices(sides[:, 0], sides[:, 1], ranked)].sum())
 
 
 def _kmeans_pp_init(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from texscribe.images import pad_batch, padded_shape
+from texscribe.images import pad_batch, padded_shape, smallest_bucket_indices
 from texscribe.latex import Vocab
 
 PAD_MULTIPLE = 16  # images.pad_batch rounds H and W up to this; every encoder stride divides it
@@ -280,10 +280,8 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         holds each (with buckets), then rows of equal padded height together, then by width; stable, so
         ties keep their (random) order."""
         keys = [w, np.ceil(h / PAD_MULTIPLE)]
-        if self.buckets:
-            bw, bh = np.asarray(self.buckets, dtype=float).T  # sorted as `images.smallest_bucket` picks
-            fits = (w[:, None] <= bw[None]) & (h[:, None] <= bh[None])
-            keys.append(np.where(fits.any(axis=1), fits.argmax(axis=1), len(self.buckets)))
+        if self.buckets:  # sorted as `images.smallest_bucket` ranks them
+            keys.append(smallest_bucket_indices(h, w, self.buckets))
         return order[np.lexsort(keys)]
 
 
