@@ -115,6 +115,8 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     if s.sample is not None and s.sample < len(train_records):
         counts["sampled_from"] = len(train_records)
         train_records = seeded_sample(train_records, s.sample, s.seed)
+    elif s.sample is not None:
+        print(f"note: --sample {s.sample} >= the {len(train_records)} new training records; training on all")
     train_dir = write_subset(data_dir / "train", train_records)
     held_dir = write_subset(data_dir / HELD_OUT, held_records)
     train_dirs = [train_dir]

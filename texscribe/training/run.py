@@ -183,7 +183,7 @@ def train(
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = _resume_path(resume, ckpt_dir)
     L.seed_everything(tc.seed, workers=True, verbose=False)
-    if config.data.size_buckets:  # k fixed batch shapes: let cuDNN pick and cache the fastest kernels per shape
+    if config.data.size_buckets:  # k fixed batch shapes: cuDNN picks and caches the fastest kernels per shape
         import torch
 
         torch.backends.cudnn.benchmark = True
