@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
+import threading
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from texscribe.cli import main
@@ -23,7 +26,7 @@ from texscribe.digits.inference import (
     shipped_model_path,
 )
 from texscribe.digits.models import MODELS, LocalResponseNorm, build_model
-from texscribe.digits.preprocess import to_mnist
+from texscribe.digits.preprocess import load_digit_image, to_mnist
 from texscribe.digits.train import ThreadTuner, TrainSettings, confusion_matrix, lr_factor, recipe, train
 from texscribe.errors import ImageError, InputError, ModelLoadError, TexscribeError
 
@@ -244,6 +247,37 @@ def test_to_mnist_fits_20_box_and_centres_mass():
     assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21
     ys, xs = np.indices(out.shape)
     assert abs((ys * out).sum() / out.sum() - 13.5) <= 1.0 and abs((xs * out).sum() / out.sum() - 13.5) <= 1.0
+
+
+def _finishes_within(seconds: float, fn) -> bool:
+    """Run `fn()` on a daemon thread; whether it returned within `seconds` (a hang fails fast, not never)."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (fn(), done.set()), daemon=True).start()
+    return done.wait(seconds)
+
+
+@pytest.mark.parametrize("shape", [(8, 8000), (8, 40000), (40000, 8)])
+def test_thin_long_images_preprocess_in_bounded_time(shape):
+    # issue 19 item 1: stroke matching sized its padding and kernel by the longest side (8x8000 took minutes)
+    a = np.zeros(shape, np.uint8)
+    if shape[0] < shape[1]:
+        a[2:6, ::7] = 255
+    else:
+        a[::7, 2:6] = 255
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    out: list[np.ndarray] = []
+    assert _finishes_within(1.0, lambda: out.append(load_digit_image(buf.getvalue(), origin="thin.png")))
+    assert out[0].shape == (28, 28) and out[0].max() == pytest.approx(1.0)
+
+
+@needs_shipped
+@pytest.mark.parametrize("thickness", [4, 60])
+def test_shipped_model_reads_large_photos_thin_or_thick_pen(thickness):
+    # large crops are shrunk to WORK_SIDE before stroke matching: a thin pen must survive that
+    img = draw_digit("7", dark_on_light=True, size=(1600, 1200), thickness=thickness)
+    pred = load_digit_model().predict(img)
+    assert pred.digit == 7 and pred.probability > 0.5, pred
 
 
 def test_blank_image_is_an_image_error():

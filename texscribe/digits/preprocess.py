@@ -19,6 +19,9 @@ SIZE = 28  # ... centred by mass in a 28×28 field
 NOISE_FLOOR = 0.2  # canonical values below this are paper texture / shadows, not ink
 MIN_PART = 0.05  # ink blobs smaller than this fraction of the largest blob are specks
 STROKE_IN_BOX = 2.5  # typical MNIST pen width, in pixels of the 20×20 box
+# Longest side the stroke width is matched at: ~13x the box measures a pen width finely, and it bounds the
+# dilation/erosion kernel (it grows with the side) so any shape, even 8×40000, takes milliseconds.
+WORK_SIDE = 256
 
 
 def to_mnist(img: np.ndarray) -> np.ndarray:
@@ -30,7 +33,7 @@ def to_mnist(img: np.ndarray) -> np.ndarray:
     img = np.where(img < NOISE_FLOOR, 0.0, img).astype(np.float32)
     img = _drop_specks(img)
     digit = crop_to_ink(img, margin=0, threshold=NOISE_FLOOR)
-    digit = _match_stroke_width(digit)
+    digit = _match_stroke_width(_shrink_to_work_side(digit))
     h, w = digit.shape
     scale = BOX / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
@@ -56,6 +59,22 @@ def _drop_specks(img: np.ndarray) -> np.ndarray:
     areas = stats[1:, cv2.CC_STAT_AREA]
     keep = np.flatnonzero(areas >= MIN_PART * areas.max()) + 1
     return np.where(np.isin(labels, keep), img, 0.0).astype(np.float32)
+
+
+def _shrink_to_work_side(digit: np.ndarray) -> np.ndarray:
+    """Shrink (keeping the aspect ratio) so the longest side is at most `WORK_SIDE`; smaller crops pass as is.
+
+    Area averaging dims strokes thinner than the shrink factor, so the result is rescaled to its
+    old peak: a 1-pixel pen on a 4000-pixel page stays ink for the stroke-width estimate.
+    """
+    h, w = digit.shape
+    if max(h, w) <= WORK_SIDE:
+        return digit
+    scale = WORK_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(digit, size, interpolation=cv2.INTER_AREA)
+    peak = float(small.max())
+    return small * np.float32(float(digit.max()) / peak) if peak > 0 else small
 
 
 def _match_stroke_width(digit: np.ndarray) -> np.ndarray:
