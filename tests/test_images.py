@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import threading
 import warnings
 import zipfile
 import zlib
@@ -220,6 +222,44 @@ def test_file_errors_name_the_path(tmp_path):
         images.load_image(tmp_path)  # a directory
     with pytest.raises(ImageError, match="expected image bytes"):
         images.load_image(12345)  # type: ignore[arg-type]
+
+
+def _finishes_within(seconds: float, fn) -> bool:
+    """Run `fn()` on a daemon thread; whether it returned within `seconds` (a hang fails fast, not never)."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (fn(), done.set()), daemon=True).start()
+    return done.wait(seconds)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_special_files_are_refused_before_reading(tmp_path):
+    # issue 19 item 7: /dev/zero was read until MemoryError and a FIFO blocked forever
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    cases = {str(fifo): "FIFO", str(tmp_path): "folder"}
+    if os.path.exists("/dev/zero"):
+        cases["/dev/zero"] = "character device"
+    for path, kind in cases.items():
+        errors: list[ImageError] = []
+
+        def load(path=path, errors=errors):
+            try:
+                images.load_image(path)
+            except ImageError as exc:
+                errors.append(exc)
+
+        assert _finishes_within(2.0, load), f"{path} hung"
+        assert errors and errors[0].source == path, path
+        assert "not a regular file" in str(errors[0]) and kind in str(errors[0])
+
+
+def test_file_read_is_bounded_by_the_limit(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(b"\x89PNG" + bytes(5000))
+    with pytest.raises(ImageError, match="more than the limit of 4,096") as err:
+        images.read_image_file(path, 4096)
+    assert err.value.source == str(path)
+    assert images.read_image_file(path, 5005) == path.read_bytes()
 
 
 def test_loading_is_thread_safe():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Sequence
@@ -67,17 +68,7 @@ def load_image(
         return to_ink_on_dark(_array_to_gray(payload, origin, max_pixels))
     if isinstance(payload, (str, os.PathLike)):
         origin = origin or os.fspath(payload) or "<empty path>"
-        try:
-            size = os.stat(payload).st_size
-            if size > _max_file_bytes(max_pixels):
-                raise ImageError(
-                    f"file is {size:,} bytes, too large for an image of at most {max_pixels:,} pixels",
-                    source=origin,
-                )
-            data = Path(payload).read_bytes()
-        except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
-            reason = getattr(exc, "strerror", None) or exc
-            raise ImageError(f"cannot read image file: {reason}", source=origin) from exc
+        data = read_image_file(payload, _max_file_bytes(max_pixels), origin=origin)
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
     else:
@@ -87,6 +78,58 @@ def load_image(
     if not data:
         raise ImageError("empty image data (0 bytes)", source=origin)
     return to_ink_on_dark(_decode_to_gray(data, origin, max_pixels))
+
+
+def read_image_file(path: str | os.PathLike, max_bytes: int, *, origin: str | None = None) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes` of them; anything else is `ImageError`.
+
+    Devices (/dev/zero never ends), FIFOs and sockets (a read blocks until some writer appears) and
+    folders are refused from `fstat` before any byte is read: the file is opened non-blocking so that
+    opening a FIFO cannot hang either. The size is checked from `fstat` and again while reading, since
+    a file may grow after the check.
+    """
+    origin = origin or os.fspath(path) or "<empty path>"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise ImageError(f"cannot read image file: {reason}", source=origin) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(
+                f"not a regular file (it is a {_file_kind(info.st_mode)}); pass an image file", source=origin
+            )
+        if info.st_size > max_bytes:
+            raise ImageError(
+                f"file is {info.st_size:,} bytes, more than the limit of {max_bytes:,}", source=origin
+            )
+        data = _read_upto(fd, max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=origin) from exc
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"file grew past the limit of {max_bytes:,} bytes while being read", source=origin)
+    return data
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    """Read from `fd` until end of file or `limit` bytes, whichever comes first."""
+    chunks, total = [], 0
+    while total < limit:
+        chunk = os.read(fd, min(limit - total, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")]  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _max_file_bytes(max_pixels: int) -> int:
