@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import cv2
@@ -112,6 +113,29 @@ def test_bad_images_raise_image_error_naming_the_input(recognizer, tmp_path):
         recognizer.predict(b"")
     with pytest.raises(ImageError, match="no ink|blank"):
         recognizer.predict(np.full((40, 40), 255, np.uint8))
+
+
+def test_blank_image_error_names_the_file(recognizer, tmp_path):
+    # issue 19 item 9: the API's "no ink" message lacked the file name
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((40, 60), 255, np.uint8))
+    with pytest.raises(ImageError, match="blank.png: no ink") as err:
+        recognizer.predict(str(blank))
+    assert err.value.source == str(blank)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_api_refuses_devices_and_fifos_like_the_cli(recognizer, tmp_path):
+    # issue 19 item 7: recognizer.predict read /dev/zero until MemoryError and blocked on a FIFO
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    paths = [str(fifo)] + (["/dev/zero"] if os.path.exists("/dev/zero") else [])
+    for path in paths:
+        with pytest.raises(ImageError, match="not a regular file") as err:
+            recognizer.predict(path)
+        assert err.value.source == path
+    outcomes = list(inference.iter_predictions(recognizer, [(p, p) for p in paths], max_len=4))
+    assert all(o.prediction is None and "not a regular file" in o.error for o in outcomes)
 
 
 def test_model_loading_errors_say_what_to_do(tmp_path, monkeypatch):

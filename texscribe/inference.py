@@ -222,7 +222,8 @@ class Recognizer:
         """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
         if _is_pil(x):
             x = _pil_to_array(x)
-        return preprocess(load_image(x, origin=origin, max_pixels=self.max_pixels), self.config.data)
+        image = load_image(x, origin=origin, max_pixels=self.max_pixels)
+        return preprocess(image, self.config.data, origin=origin)
 
     def predict(
         self,
