@@ -111,6 +111,13 @@ def test_latin1_file_without_declaration_is_read():
     assert parse_inkml(data).truth == "a \\cdot b"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_unicode_files_with_or_without_a_bom_are_read(encoding):
+    """Issue 19 item 4: a UTF-16 InkML (as Windows tools save it) was reported as "malformed XML"."""
+    doc = parse_inkml(inkml("$\\alpha \u2264 1$").encode(encoding), origin="w.inkml")
+    assert doc.truth == "\\alpha \u2264 1" and doc.traces[0].tolist() == [[0, 0], [10, 40]]
+
+
 def test_clean_truth_strips_dollars_and_rewrites_rit_root_index():
     assert clean_truth("  $ x^2 $ ") == "x^2"
     assert clean_truth("$ p^2 \\ $") == "p^2"  # a trailing control space draws nothing

@@ -111,6 +111,28 @@ def test_prepare_outputs_and_drop_reasons(tmp_path):
         assert cv2.imread(str(out / "plots" / plot)) is not None
 
 
+def test_a_line_in_a_wrong_encoding_does_not_stop_prepare(tmp_path, capsys):
+    """Issue 19 item 4: one Latin-1 caption line in one source and a UTF-16 manifest beside it: the CLI
+    writes everything else, exit 0, and the skipped line names its file and line."""
+    src = comer_tree(tmp_path / "src")
+    captions = (src / "data/train/caption.txt").read_bytes()
+    (src / "data/train/caption.txt").write_bytes(
+        captions.replace(b"e5\ta = b", "e5\ta \u00b7 b".encode("latin-1"))
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "q.bmp").write_bytes(bmp(strokes(7)))
+    (other / "list.tsv").write_bytes("image\tlatex\nq.bmp\t\\sqrt{2}\n".encode("utf-16"))
+    out = tmp_path / "out"
+    code = main(["data", "prepare", f"{src}:train", str(other / "list.tsv"), "--out", str(out), "--workers", "1",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    ids = [r.id for r in PreparedDataset.open(out).records]
+    assert ids == ["e1", "e2", "e3", "e4", "q"]
+    skipped = (out / "skipped.tsv").read_text(encoding="utf-8")
+    assert "e5\tsrc:train\twrong_encoding\t" in skipped and "caption.txt:5: not UTF-8" in skipped
+
+
 def test_prepare_is_idempotent_and_resumes(tmp_path):
     src = comer_tree(tmp_path / "src")
     out = tmp_path / "out"

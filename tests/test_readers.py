@@ -234,10 +234,46 @@ def test_manifest_in_a_folder_by_split_and_tokens_column(tmp_path):
         list(open_source(tmp_path, format="manifest"))
 
 
-def test_manifest_not_utf8_is_an_input_error(tmp_path):
-    (tmp_path / "m.tsv").write_bytes("a.png\t\u00e9".encode("latin-1"))
-    with pytest.raises(InputError, match=r"m\.tsv.*not UTF-8"):
-        list(read_manifest_file(tmp_path / "m.tsv"))
+def test_manifest_line_not_utf8_is_skipped_with_its_line(tmp_path):
+    """Issue 19 item 4: one Latin-1 line costs that line, reported with file and line; the rest is read."""
+    write_tree(tmp_path, {"a.png": stroke_image(35, ".png"), "b.png": stroke_image(36, ".png")})
+    (tmp_path / "m.tsv").write_bytes("a.png\tx\nb.png\t\u00e9\nc.png\ty\n".encode("latin-1"))
+    items = list(read_manifest_file(tmp_path / "m.tsv"))
+    assert [(s.id, type(s).__name__) for s in items] == [("a", "Sample"), ("b", "Skipped"), ("c", "Skipped")]
+    assert items[1].reason == "wrong_encoding" and f"{tmp_path / 'm.tsv'}:2: not UTF-8" in items[1].detail
+    assert "0xe9" in items[1].detail and items[2].reason == "missing_image"
+
+
+def test_utf16_files_with_a_bom_are_read(tmp_path):
+    """Issue 19 item 4: UTF-16 (as Windows Notepad saves) captions, manifests and label files read."""
+    files = comer_files()
+    files["data/2014/caption.txt"] = "t1\t2 x\r\n".encode("utf-16")
+    samples, skipped = split_items(read_comer(write_zip(tmp_path / "c.zip", files), "2014"))
+    assert samples["t1"].latex == "2 x" and not skipped
+    write_tree(tmp_path / "m", {"a.png": stroke_image(37, ".png"), "b.txt": "\\beta".encode("utf-16")})
+    (tmp_path / "m" / "m.csv").write_bytes("image,latex\na.png,\\alpha\n".encode("utf-16"))
+    samples, skipped = split_items(read_manifest_file(tmp_path / "m" / "m.csv"))
+    assert samples["a"].latex == "\\alpha" and not skipped
+    (tmp_path / "m" / "b.png").write_bytes(stroke_image(38, ".png"))
+    samples, _ = split_items(read_label_folder(tmp_path / "m"))
+    assert samples["b"].latex == "\\beta"
+
+
+def test_caption_and_formula_lines_not_utf8_are_skipped_alone(tmp_path):
+    """Issue 19 item 4: a bad caption line skips its id (once, not also as `missing_label`); a bad im2markup
+    formula line skips only the images that point at it."""
+    files = comer_files()
+    files["data/train/caption.txt"] = "a1\tx + 1\na2\t\\alpha \xb2\na3\ty\n".encode("latin-1")
+    samples, skipped = split_items(read_comer(write_zip(tmp_path / "c.zip", files), "train"))
+    assert sorted(samples) == ["a1", "a3"]
+    assert {k: v.reason for k, v in skipped.items()} == {"a2": "wrong_encoding", "orphan": "missing_label"}
+    assert "caption.txt:2: not UTF-8 text (byte 0xb2 at column 11)" in skipped["a2"].detail
+    files = im2markup_files()
+    files["im2latex_val/im2latex_formulas.norm.lst"] = b"x ^ { 2 }\n\\alpha \xff\ny = 1\n"
+    items = list(read_im2markup(write_tree(tmp_path / "im2", files), "validate"))
+    samples, skipped = split_items(items)
+    assert sorted(samples) == ["p0"] and skipped["p1"].reason == "wrong_encoding"
+    assert "im2latex_formulas.norm.lst:2" in skipped["p1"].detail
 
 
 # ------------------------------------------------------------------------------------------- open_source

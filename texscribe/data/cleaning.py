@@ -31,7 +31,7 @@ REASONS: dict[str, str] = {
     "duplicate_id": "id already used by an earlier item",
     "bad_id": "id holds a tab or line break (cannot be stored in the manifest)",
     "bad_index": "im2markup line index that is not a number or out of range",
-    "wrong_encoding": "label file is not UTF-8",
+    "wrong_encoding": "label file or line that does not decode (UTF-8, or UTF-16/32 with a BOM)",
     # from the InkML reader (texscribe.data.readers.inkml)
     "malformed_inkml": "InkML file with bad XML or unreadable trace data",
     "no_traces": "InkML file without pen traces",

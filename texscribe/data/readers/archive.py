@@ -6,8 +6,10 @@ only when a sample is actually used. A zip stays open as long as some loader ref
 
 from __future__ import annotations
 
+import codecs
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
@@ -50,12 +52,16 @@ class Archive:
         return partial(self.read, name)
 
     def read_text(self, name: str) -> str:
-        """Decode a UTF-8 text member (a BOM is allowed); `InputError` naming the member otherwise."""
-        data = self.read(name)
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(utf8_error_message(data, exc), source=self.origin(name)) from exc
+        """Decode a whole text member (see `decode_lines`); `InputError` naming the first bad line otherwise."""
+        text = decode_lines(self.read(name))
+        if text.bad:
+            line, why = next(iter(text.bad.items()))
+            raise InputError(why, source=self.origin(name), line=line)
+        return "\n".join(text.lines)
+
+    def read_lines(self, name: str) -> TextLines:
+        """The lines of a text member, each decoded on its own (see `decode_lines`)."""
+        return decode_lines(self.read(name))
 
     def __contains__(self, name: str) -> bool:
         return name in self._name_set
@@ -94,9 +100,78 @@ class FolderArchive(Archive):
         return str(self.path / name)
 
 
-def utf8_error_message(data: bytes, exc: UnicodeDecodeError) -> str:
-    """Say where UTF-8 decoding failed and what to do about it."""
-    return f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-save it as UTF-8"
+@dataclass
+class TextLines:
+    """A text file split at `\\n` (a `\\r` before it is kept), in the encoding `sniff_encoding` found.
+
+    `bad` maps a 1-based line number to why that line could not be decoded; its entry in `lines` then
+    holds U+FFFD for what did not decode, for naming the item (an id before a TAB), never as a label.
+    """
+
+    lines: list[str]
+    encoding: str
+    bad: dict[int, str] = field(default_factory=dict)
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE, whose BOM is its prefix
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def sniff_encoding(data: bytes) -> str:
+    """`utf-8-sig`, `utf-16` or `utf-32` when a byte-order mark says so; UTF-16 without a BOM when most
+    bytes on one side of each pair are zero (ASCII text saved as UTF-16); `utf-8` otherwise."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    head = data[:4096]
+    pairs = len(head) // 2
+    if pairs >= 2 and b"\x00" in head:
+        even, odd = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
+        if odd >= 0.7 * pairs and even <= 0.05 * pairs:
+            return "utf-16-le"
+        if even >= 0.7 * pairs and odd <= 0.05 * pairs:
+            return "utf-16-be"
+    return "utf-8"
+
+
+def decode_lines(data: bytes) -> TextLines:
+    """Decode text line by line, so one bad byte costs one line, not the file.
+
+    UTF-8 lines are decoded one at a time and a bad one is reported with the offending byte and its
+    column. In a UTF-16/32 file (BOM-marked, or detected as above) a line that holds an undecodable
+    code unit is reported as bad.
+    """
+    encoding = sniff_encoding(data)
+    try:
+        return TextLines(data.decode(encoding).split("\n"), encoding)
+    except UnicodeDecodeError:
+        pass
+    if not encoding.startswith("utf-8"):
+        lines = data.decode(encoding, errors="replace").split("\n")
+        why = f"not valid {encoding.upper()} text (an undecodable code unit); re-save it as UTF-8"
+        bad = {n: why for n, line in enumerate(lines, start=1) if "\ufffd" in line}
+        return TextLines(lines, encoding, bad)
+    lines, bad = [], {}
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            lines.append(raw.decode("utf-8", errors="replace"))
+            bad[n] = utf8_error_message(raw, exc, "column")
+    return TextLines(lines, encoding, bad)
+
+
+def utf8_error_message(data: bytes, exc: UnicodeDecodeError, unit: str = "offset") -> str:
+    """Say where UTF-8 decoding failed (the byte, its offset or column) and what to do about it."""
+    where = exc.start + (unit == "column")
+    return f"not UTF-8 text (byte 0x{data[exc.start]:02x} at {unit} {where}); re-save it as UTF-8"
 
 
 def stem_key(name: str) -> str:

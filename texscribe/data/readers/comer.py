@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from texscribe.data.readers.archive import Archive, is_image_name
+from texscribe.data.readers.archive import Archive, TextLines, is_image_name
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
 
@@ -43,8 +43,9 @@ def choose_split(available: dict[str, str], split: str | None, source: str, layo
 def read_comer(path: str | Path, split: str | None = None) -> Iterator[Sample | Skipped]:
     """Yield one `Sample` per caption line with an image, and `Skipped` for every unusable item.
 
-    Skip reasons: `malformed_line` (no tab, empty id or label), `duplicate_id`, `missing_image`
-    (caption without image), `missing_label` (image without caption). Images are read lazily.
+    Skip reasons: `malformed_line` (no tab, empty id or label), `wrong_encoding` (a caption line that
+    does not decode; the others are read), `duplicate_id`, `missing_image` (caption without image),
+    `missing_label` (image without caption). Images are read lazily.
     """
     archive = Archive.open(path)
     folder = choose_split(comer_splits(archive), split, str(archive.path), "CoMER (<split>/caption.txt)")
@@ -55,20 +56,26 @@ def read_comer(path: str | Path, split: str | None = None) -> Iterator[Sample | 
         for n in archive.names
         if n.startswith(f"{folder}/img/") and is_image_name(n) and n.count("/") == folder.count("/") + 2
     }
-    text = archive.read_text(caption_name)
+    text = archive.read_lines(caption_name)
     return _caption_samples(archive, folder, source, caption_name, text, images)
 
 
 def _caption_samples(
-    archive: Archive, folder: str, source: str, caption_name: str, text: str, images: dict[str, str]
+    archive: Archive, folder: str, source: str, caption_name: str, text: TextLines, images: dict[str, str]
 ) -> Iterator[Sample | Skipped]:
     seen: set[str] = set()  # ids with a usable caption line
     mentioned: set[str] = set()  # ids named by any caption line, usable or not (no double reports)
-    for lineno, raw in enumerate(text.split("\n"), start=1):
+    for lineno, raw in enumerate(text.lines, start=1):
         line = raw.rstrip("\r")
+        where = f"{archive.origin(caption_name)}:{lineno}"
+        if lineno in text.bad:
+            named = line.split("\t", 1)[0].strip() if "\t" in line else ""
+            sample_id = named if named and "\ufffd" not in named else f"line{lineno}"
+            mentioned.add(sample_id)
+            yield Skipped(sample_id, source, "wrong_encoding", f"{where}: {text.bad[lineno]}")
+            continue
         if not line.strip():
             continue
-        where = f"{archive.origin(caption_name)}:{lineno}"
         mentioned.add(line.split()[0] if "\t" not in line else line.split("\t", 1)[0].strip())
         if "\t" not in line:
             yield Skipped(line.split()[0], source, "malformed_line", f"{where}: no TAB between id and label")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from texscribe.data.readers.archive import Archive, is_image_name
+from texscribe.data.readers.archive import Archive, TextLines, is_image_name
 from texscribe.data.readers.comer import choose_split
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
@@ -58,7 +58,7 @@ def read_im2markup(path: str | Path, split: str | None = None) -> Iterator[Sampl
     """Yield `Sample`s (pretokenized labels) for one split; `Skipped` for bad lines/indices/images.
 
     Skip reasons: `malformed_line`, `bad_index` (not an integer or past the formulas file),
-    `duplicate_id`, `missing_image`.
+    `wrong_encoding` (the list line or the formula line does not decode), `duplicate_id`, `missing_image`.
     """
     archive = Archive.open(path)
     split = SPLIT_ALIASES.get(split, split) if split else None
@@ -69,34 +69,50 @@ def read_im2markup(path: str | Path, split: str | None = None) -> Iterator[Sampl
     source = f"{Path(path).name}:{split_name}"
     formulas_name = _formulas_file(archive)
     # '\n' only: a few im2latex formulas hold other line-break characters that splitlines() would cut.
-    formulas = [line.rstrip("\r") for line in archive.read_text(formulas_name).split("\n")]
-    lines = archive.read_text(list_name).split("\n")
-    return _listed_samples(archive, list_name, lines, formulas, _image_index(archive), source)
+    formulas = archive.read_lines(formulas_name)
+    formulas.lines = [line.rstrip("\r") for line in formulas.lines]
+    lines = archive.read_lines(list_name)
+    return _listed_samples(archive, list_name, lines, formulas_name, formulas, _image_index(archive), source)
 
 
 def _listed_samples(
     archive: Archive,
     list_name: str,
-    lines: list[str],
-    formulas: list[str],
+    listing: TextLines,
+    formulas_name: str,
+    formulas: TextLines,
     images: dict[str, str],
     source: str,
 ) -> Iterator[Sample | Skipped]:
     seen: set[str] = set()
-    for lineno, raw in enumerate(lines, start=1):
+    for lineno, raw in enumerate(listing.lines, start=1):
         line = raw.strip()
+        where = f"{archive.origin(list_name)}:{lineno}"
+        if lineno in listing.bad:
+            named = line.split()[0] if line.split() else ""
+            sample_id = PurePosixPath(named).stem if named and "\ufffd" not in named else f"line{lineno}"
+            yield Skipped(sample_id, source, "wrong_encoding", f"{where}: {listing.bad[lineno]}")
+            continue
         if not line:
             continue
-        where = f"{archive.origin(list_name)}:{lineno}"
         cells = line.split()
         if len(cells) < 2:
             yield Skipped(cells[0], source, "malformed_line", f"{where}: expected '<image> <line index>'")
             continue
         image_file, index = cells[0], cells[1]
         sample_id = PurePosixPath(image_file).stem
-        if not index.isdigit() or int(index) >= len(formulas):
+        if not index.isdigit() or int(index) >= len(formulas.lines):
             yield Skipped(
-                sample_id, source, "bad_index", f"{where}: line index {index!r} not in 0..{len(formulas) - 1}"
+                sample_id,
+                source,
+                "bad_index",
+                f"{where}: line index {index!r} not in 0..{len(formulas.lines) - 1}",
+            )
+            continue
+        if int(index) + 1 in formulas.bad:
+            formula_where = f"{archive.origin(formulas_name)}:{int(index) + 1}"
+            yield Skipped(
+                sample_id, source, "wrong_encoding", f"{formula_where}: {formulas.bad[int(index) + 1]}"
             )
             continue
         if sample_id in seen:
@@ -109,7 +125,7 @@ def _listed_samples(
             continue
         yield Sample(
             id=sample_id,
-            latex=formulas[int(index)],
+            latex=formulas.lines[int(index)],
             source=source,
             load=archive.loader(image),
             origin=archive.origin(image),

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from texscribe.data.readers.archive import Archive
+from texscribe.data.readers.archive import Archive, sniff_encoding
 from texscribe.data.render_strokes import RenderOptions, render_strokes
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
@@ -51,11 +51,18 @@ class InkmlDocument:
 
 def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
     """Parse InkML text. Raises `InputError` naming `origin` for malformed XML or unreadable trace data."""
-    if isinstance(data, bytes) and not data.lstrip().startswith(b"<?xml"):
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:  # no declaration and not UTF-8: old CROHME files are Latin-1
-            data = data.decode("latin-1")
+    if isinstance(data, bytes):
+        encoding = sniff_encoding(data)
+        if encoding.startswith(("utf-16", "utf-32")):  # expat needs the declaration to agree; decode here
+            try:
+                data = data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not valid {encoding.upper()} text: {exc.reason}", source=origin) from exc
+        elif not data.lstrip().startswith(b"<?xml"):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:  # no declaration and not UTF-8: old CROHME files are Latin-1
+                data = data.decode("latin-1")
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:

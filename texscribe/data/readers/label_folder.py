@@ -1,8 +1,9 @@
 """Label folder: every image next to a same-named `.txt` holding its raw LaTeX (`a/b.png` + `a/b.txt`).
 
 A zip of such a tree works too. The split, when given, selects a sub-folder (`folder:train`).
-Ids are the relative paths without suffix (`a/b`). Labels must be UTF-8 (a BOM is fine); any other
-encoding is reported as `wrong_encoding` naming the file rather than guessed.
+Ids are the relative paths without suffix (`a/b`). Labels are UTF-8, or UTF-16/32 marked by a BOM
+(`archive.decode_lines`); a label that does not decode is reported as `wrong_encoding` naming the
+file and line rather than guessed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from texscribe.data.readers.archive import Archive, is_image_name, stem_key, utf8_error_message
+from texscribe.data.readers.archive import Archive, decode_lines, is_image_name, stem_key
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
 
@@ -57,16 +58,12 @@ def _paired_samples(
         except (InputError, OSError) as exc:
             yield Skipped(sample_id, source, "bad_label", f"{archive.origin(label_name)}: cannot read: {exc}")
             continue
-        try:
-            latex = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            yield Skipped(
-                sample_id,
-                source,
-                "wrong_encoding",
-                f"{archive.origin(label_name)}: {utf8_error_message(data, exc)}",
-            )
+        text = decode_lines(data)
+        if text.bad:
+            line, why = next(iter(text.bad.items()))
+            yield Skipped(sample_id, source, "wrong_encoding", f"{archive.origin(label_name)}:{line}: {why}")
             continue
+        latex = "\n".join(text.lines)
         yield Sample(
             id=sample_id,
             latex=latex.strip(),

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
-from texscribe.data.readers.archive import utf8_error_message
+from texscribe.data.readers.archive import TextLines, decode_lines
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
 
@@ -63,31 +63,46 @@ def _checked(rows: Any, file: Path) -> Iterator[list[str]]:
 
 
 def read_manifest_file(path: str | Path, split: str | None = None) -> Iterator[Sample | Skipped]:
-    """Yield a `Sample` per row; `Skipped` for malformed rows, empty labels, missing images, duplicate ids."""
+    """Yield a `Sample` per row; `Skipped` for malformed rows, lines that do not decode (`wrong_encoding`),
+    empty labels, missing images, duplicate ids."""
     file = find_manifest(Path(path), split)
-    data = file.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(utf8_error_message(data, exc), source=str(file)) from exc
-    first = text.split("\n", 1)[0]
-    tab = file.suffix.lower() == ".tsv" or (file.suffix.lower() != ".csv" and "\t" in first)
+    text = decode_lines(file.read_bytes())
+    # undecodable lines are blanked for the csv reader (line numbers stay right) and reported apart
+    good = "\n".join("" if n in text.bad else line for n, line in enumerate(text.lines, start=1))
+    tab = file.suffix.lower() == ".tsv" or (file.suffix.lower() != ".csv" and "\t" in text.lines[0])
     rows = (
-        csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+        csv.reader(io.StringIO(good), delimiter="\t", quoting=csv.QUOTE_NONE)
         if tab
-        else csv.reader(io.StringIO(text))
+        else csv.reader(io.StringIO(good))
     )
-    return _rows_to_samples(file, rows)
+    return _rows_to_samples(file, rows, _undecodable(file, text, "\t" if tab else ","))
 
 
-def _rows_to_samples(file: Path, rows: Any) -> Iterator[Sample | Skipped]:
+def _undecodable(file: Path, text: TextLines, delimiter: str) -> list[tuple[int, Skipped]]:
+    """(line, `Skipped`) for each line that does not decode, named by its first cell when that is readable."""
+    out = []
+    for n, why in text.bad.items():
+        first = text.lines[n - 1].split(delimiter, 1)[0].strip()
+        sample_id = str(PurePath(first).with_suffix("")) if first and "\ufffd" not in first else f"line{n}"
+        out.append((n, Skipped(sample_id, file.name, "wrong_encoding", f"{file}:{n}: {why}")))
+    return out
+
+
+def _rows_to_samples(
+    file: Path, rows: Any, undecodable: list[tuple[int, Skipped]]
+) -> Iterator[Sample | Skipped]:
     source = file.name
     columns: tuple[int, int, int | None, bool] = (0, 1, None, False)
     width = 2
     seen: set[str] = set()
     first_row = True
+    pending = iter(undecodable)
+    bad_line, bad = next(pending, (None, None))
     for row in _checked(rows, file):
         lineno = rows.line_num
+        while bad_line is not None and bad_line < lineno:  # in file order
+            yield bad
+            bad_line, bad = next(pending, (None, None))
         if not row or not any(cell.strip() for cell in row):
             continue
         if first_row:
@@ -130,3 +145,6 @@ def _rows_to_samples(file: Path, rows: Any) -> Iterator[Sample | Skipped]:
             origin=str(image),
             pretokenized=pretokenized,
         )
+    if bad_line is not None:
+        yield bad
+    yield from (skip for _, skip in pending)
