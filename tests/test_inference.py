@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 from texscribe import inference
 from texscribe.checkpoint import save_model_file
 from texscribe.config import load_config
+from texscribe.decoding import Hypothesis
 from texscribe.errors import ImageError, ModelLoadError
 from texscribe.latex import Vocab, to_latex
 from texscribe.models.registry import build_model
@@ -136,6 +138,34 @@ def test_api_refuses_devices_and_fifos_like_the_cli(recognizer, tmp_path):
         assert err.value.source == path
     outcomes = list(inference.iter_predictions(recognizer, [(p, p) for p in paths], max_len=4))
     assert all(o.prediction is None and "not a regular file" in o.error for o in outcomes)
+
+
+def test_an_empty_reading_scores_zero(recognizer):
+    # issue 19 item 3: a tall sliver read as "" with score 0.872; an inked image never reads as no formula
+    empty = Hypothesis(tokens=[], score=math.log(0.87), token_logprobs=[], eos_logprob=math.log(0.87))
+    pred = recognizer._prediction(empty, "sliver.png", 0.0)
+    assert (pred.latex, pred.score, pred.min_prob) == ("", 0.0, 0.0)
+    one = Hypothesis(tokens=[recognizer.vocab.stoi["x"]], score=0.0, token_logprobs=[0.0], eos_logprob=0.0)
+    assert recognizer._prediction(one, "x.png", 0.0).score == pytest.approx(1.0)
+
+
+def test_shipped_model_gives_no_confident_empty_answer_on_a_sliver():
+    rec = inference.load_model("default")
+    sliver = np.zeros((3000, 12), np.uint8)
+    sliver[::5, 3:9] = 255
+    pred = rec.predict(sliver)
+    assert pred.latex.strip() or (pred.score, pred.min_prob) == (0.0, 0.0), pred
+
+
+def test_formulas_too_long_for_the_model_input_are_refused(recognizer, tmp_path):
+    # tiny preset: 512 px wide at most, 16 px high at least -> aspect 32:1 is the most it can hold
+    long_strip = tmp_path / "long.png"
+    cv2.imwrite(str(long_strip), formula_image("x+1=" * 40, width=3000))
+    with pytest.raises(ImageError, match=r"long.png: .* at most 32:1 .*split it") as err:
+        recognizer.predict(str(long_strip))
+    assert err.value.source == str(long_strip)
+    wide_but_fine = formula_image("x+1=" * 8, width=620)  # ~20:1, like the widest CROHME/im2latex formulas
+    assert recognizer.prepare(wide_but_fine).shape[0] >= 16
 
 
 def test_model_loading_errors_say_what_to_do(tmp_path, monkeypatch):

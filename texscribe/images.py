@@ -450,18 +450,49 @@ def fit_height(
     return np.clip(out, 0.0, 1.0)
 
 
-def preprocess(img: np.ndarray, data_config: DataConfig, *, origin: str | None = None) -> np.ndarray:
+def preprocess(
+    img: np.ndarray, data_config: DataConfig, *, origin: str | None = None, refuse_squeezed: bool = False
+) -> np.ndarray:
     """The one model-input transform for training AND inference: crop to ink, then `fit_height`.
 
-    Raises `ImageError` (naming `origin`) for a blank image.
+    Raises `ImageError` (naming `origin`) for a blank image, and with `refuse_squeezed` (what users'
+    predictions use) for one too long for the model's input box (see `check_aspect`).
     """
+    crop = crop_to_ink(img, origin=origin)
+    if refuse_squeezed:
+        check_aspect(crop.shape[0], crop.shape[1], data_config, origin=origin)
     return fit_height(
-        crop_to_ink(img, origin=origin),
+        crop,
         min_height=data_config.img_min_height,
         max_height=data_config.img_max_height,
         max_width=data_config.img_max_width,
         scale=data_config.scale,
     )
+
+
+def check_aspect(height: int, width: int, data_config: DataConfig, *, origin: str | None = None) -> None:
+    """Refuse an ink crop wider than `img_max_width / img_min_height` times its height.
+
+    Fitting such an image into the model's input width squeezes it below `img_min_height`, the smallest
+    height the model is configured to read: its symbols are then a few pixels (a 12000x12 strip becomes
+    one row), and the model answers with confident nonsense or nothing at all.
+    """
+    limit = data_config.img_max_width / data_config.img_min_height
+    if width > limit * height:
+        fitted_h, _ = fitted_size(
+            height,
+            width,
+            min_height=data_config.img_min_height,
+            max_height=data_config.img_max_height,
+            max_width=data_config.img_max_width,
+            scale=data_config.scale,
+        )
+        raise ImageError(
+            f"the formula is {width}x{height} pixels after cropping to ink, {width / height:.0f} times wider "
+            f"than high: this model reads at most {limit:.0f}:1 (it would shrink to a height of {fitted_h} px, "
+            f"under its minimum of {data_config.img_min_height} px); crop it or split it into shorter parts",
+            source=origin,
+        )
 
 
 # ----------------------------------------------------------------------------------------------- files

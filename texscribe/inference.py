@@ -48,8 +48,10 @@ class Prediction:
 
     score: mean per-step probability the model gave its own output tokens (the final <eos> included),
     in [0, 1]; min_prob: the lowest of those. They rank how sure the model is, they are not the
-    probability that the LaTeX is correct (see docs/CONFIDENCE.md). seconds: this image's
-    preprocessing time plus its share of its batch's model time. source: where the image came from.
+    probability that the LaTeX is correct (see docs/CONFIDENCE.md). An empty output scores 0 on both:
+    only images with ink reach the model, so "no formula" is a failure to read, never an answer.
+    seconds: this image's preprocessing time plus its share of its batch's model time. source: where
+    the image came from.
     """
 
     latex: str
@@ -223,7 +225,7 @@ class Recognizer:
         if _is_pil(x):
             x = _pil_to_array(x)
         image = load_image(x, origin=origin, max_pixels=self.max_pixels)
-        return preprocess(image, self.config.data, origin=origin)
+        return preprocess(image, self.config.data, origin=origin, refuse_squeezed=True)
 
     def predict(
         self,
@@ -310,8 +312,11 @@ class Recognizer:
         tokens = self.vocab.decode(hyp.tokens)
         logps = list(hyp.token_logprobs) + ([hyp.eos_logprob] if hyp.eos_logprob is not None else [])
         probs = [math.exp(lp) for lp in logps] or [0.0]
+        latex = latex_string(tokens)
+        if not latex.strip():  # images reach the model only with ink, so "no formula" is never a reading
+            probs = [0.0]
         return Prediction(
-            latex=latex_string(tokens),
+            latex=latex,
             tokens=tokens,
             score=sum(probs) / len(probs),
             min_prob=min(probs),

@@ -46,7 +46,9 @@ class Timing(BaseModel):
 class PredictResponse(BaseModel):
     latex: str = Field(description="the recognised formula")
     tokens: list[str] = Field(description="the decoded token sequence")
-    score: float = Field(description="mean probability the model gave its output tokens, in [0, 1]")
+    score: float = Field(
+        description="mean probability the model gave its output tokens, in [0, 1]; 0 for an empty output"
+    )
     min_prob: float = Field(
         description="lowest of those probabilities: how sure the model is of its weakest token"
     )
