@@ -39,3 +39,39 @@ def test_wrong_type_names_the_field(override, field):
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config("tiny", ["optim.lr"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=-1", r"optim\.lr: must be > 0, got -1\.0"),
+        ("data.batch_max_size=0", r"data\.batch_max_size: must be >= 1, got 0"),
+        ("train.precision=fp8", r"train\.precision: got 'fp8'; valid: auto, .*bf16-mixed.*32-true"),
+        ("train.max_epochs=-1", r"train\.max_epochs: the cosine schedule needs a length"),
+        ("train.max_epochs=0", r"train\.max_epochs: must be >= 1, or -1 for no limit, got 0"),
+        ("train.max_time=8h", r"train\.max_time: must look like DD:HH:MM:SS"),
+        ("data.img_max_height=8", r"data\.img_max_height: must be >= data\.img_min_height \(16\)"),
+    ],
+)
+def test_out_of_range_values_name_the_field_and_what_is_valid(override, message):
+    """Issue 19 item 6: these reached the trainer and failed there with a traceback or a riddle."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+@pytest.mark.parametrize("precision", ["auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "64"])
+def test_every_lightning_precision_is_accepted(precision):
+    assert load_config("tiny", [f"train.precision={precision}"]).train.precision == precision
+
+
+def test_epoch_limit_off_is_fine_when_steps_bound_the_run():
+    config = load_config("tiny", ["train.max_epochs=-1", "train.max_steps=100"])
+    assert (config.train.max_epochs, config.train.max_steps) == (-1, 100)
+
+
+def test_cli_train_with_a_bad_value_exits_2_with_one_line(tmp_path, capsys):
+    from texscribe.cli import main
+
+    rc = main(["train", "--config", "tiny", "--train", str(tmp_path), "--out", str(tmp_path), "optim.lr=-1"])
+    assert rc == 2 and capsys.readouterr().err == "texscribe train: error: optim.lr: must be > 0, got -1.0\n"
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made

@@ -136,3 +136,31 @@ def test_help_documents_the_confidence_score(capsys):
         main(["predict", "--help"])
     out = capsys.readouterr().out
     assert "NOT the probability that the LaTeX is correct" in out and "CONFIDENCE.md" in out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beam", "0"], "--beam must be >= 1 (1 = greedy), got 0"),
+        (
+            ["--threads", "-1"],
+            "--threads must be >= 1 (torch CPU threads; leave it out to use all available), got -1",
+        ),
+        (["--max-len", "0"], "--max-len must be >= 1 (tokens), got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1 (images per batch), got 0"),
+        (
+            ["-o", "/missing/dir/x"],
+            "--output /missing/dir/x: folder /missing/dir does not exist; create it first",
+        ),
+    ],
+)
+def test_out_of_range_flags_are_one_line_errors(folder, flags, message, capsys):
+    """Issue 19 item 6: these gave tracebacks (or, --max-len 0, empty outputs with exit 0)."""
+    rc = main(["predict", str(folder / "img0.png"), "--model", "/nonexistent/model.pt", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"texscribe predict: error: {message}\n"
+
+
+def test_output_that_is_a_folder_is_a_clean_error(folder, capsys):
+    assert main(["predict", str(folder / "img0.png"), "-o", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -193,9 +194,87 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 
 
 def load_config(path_or_preset: str | Path, overrides: list[str] | None = None) -> Config:
-    """The one entry point: preset/YAML + overrides -> validated `Config`."""
+    """The one entry point: preset/YAML + overrides -> validated `Config` (keys, types and values)."""
     data = apply_overrides(read_yaml(path_or_preset), overrides or [])
-    return from_dict(Config, data)
+    config = from_dict(Config, data)
+    check_values(config)
+    return config
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+_POSITIVE = ((lambda v: v > 0), "> 0")
+_FRACTION = ((lambda v: 0 <= v <= 1), "between 0 and 1")
+_LIMIT = ((lambda v: v >= 1 or v == -1), ">= 1, or -1 for no limit")
+# dotted field -> (test, what is valid); None passes wherever the type allows it (the feature is off)
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.img_min_height": _at_least(1), "data.img_max_height": _at_least(1),
+    "data.img_max_width": _at_least(1), "data.scale": _POSITIVE, "data.max_label_len": _at_least(1),
+    "data.batch_max_pixels": _at_least(1), "data.batch_max_size": _at_least(1),
+    "data.size_buckets": _at_least(1), "data.num_workers": _at_least(0),
+    "optim.lr": _POSITIVE, "optim.weight_decay": _at_least(0), "optim.momentum": _FRACTION,
+    "optim.warmup_steps": _at_least(0), "optim.gamma": _POSITIVE, "optim.min_lr_ratio": _FRACTION,
+    "train.max_epochs": _LIMIT, "train.max_steps": _LIMIT, "train.grad_clip": _at_least(0),
+    "train.label_smoothing": ((lambda v: 0 <= v < 1), ">= 0 and < 1"), "train.teacher_forcing": _FRACTION,
+    "train.val_every_n_epochs": _at_least(1), "train.val_every_n_steps": _at_least(1),
+    "train.val_limit": _at_least(1), "train.val_beam": _at_least(1),
+    "train.early_stop_patience": _at_least(0),
+    "train.log_every_n_steps": _at_least(1), "train.checkpoint_every_n_steps": _at_least(0),
+    "train.checkpoint_every_minutes": _at_least(0),
+    "train.mean_teacher.ema_decay": _FRACTION, "train.mean_teacher.consistency_weight": _at_least(0),
+    "train.mean_teacher.rampup_steps": _at_least(0), "train.mean_teacher.batch_size": _at_least(1),
+    "train.mean_teacher.max_len": _at_least(1),
+}  # fmt: skip
+
+
+def check_values(config: Config) -> None:
+    """Range checks of the fields a run uses (`VALUE_RULES`, `train.precision`): `ConfigError` naming the
+    field, its value and what is valid. Types were checked by `from_dict`; a model file's config is not
+    range-checked (it only describes the model)."""
+    for name, (valid, expected) in VALUE_RULES.items():
+        value = _get(config, name)
+        if value is not None and not valid(value):
+            raise ConfigError(f"{name}: must be {expected}, got {value!r}")
+    if config.data.img_max_height < config.data.img_min_height:
+        raise ConfigError(
+            f"data.img_max_height: must be >= data.img_min_height ({config.data.img_min_height}), "
+            f"got {config.data.img_max_height}"
+        )
+    tc = config.train
+    if tc.max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", tc.max_time.strip()):
+        raise ConfigError(
+            f"train.max_time: must look like DD:HH:MM:SS (e.g. 00:08:00:00), got {tc.max_time!r}"
+        )
+    if tc.max_epochs == -1 and tc.max_steps == -1 and config.optim.scheduler in ("cosine", "onecycle"):
+        raise ConfigError(
+            f"train.max_epochs: the {config.optim.scheduler} schedule needs a length; set train.max_epochs "
+            "or train.max_steps >= 1 (both are -1, no limit), or use optim.scheduler=constant"
+        )
+    precisions = lightning_precisions()
+    if precisions and str(tc.precision) not in precisions:
+        raise ConfigError(f"train.precision: got {tc.precision!r}; valid: {', '.join(precisions)}")
+
+
+def lightning_precisions() -> list[str]:
+    """`auto` and every precision the installed Lightning accepts (`32-true`, `bf16-mixed`, `16`, ...);
+    [] without Lightning (training is not installed, nothing to check against)."""
+    try:
+        from lightning.fabric.connector import _PRECISION_INPUT
+    except ImportError:
+        return []
+
+    def flat(tp: Any) -> list[str]:  # Union[Literal[64, 32, 16], Literal["32-true", ...], ...] -> values
+        return [v for arg in typing.get_args(tp) for v in (flat(arg) if typing.get_args(arg) else [str(arg)])]
+
+    return ["auto", *dict.fromkeys(flat(_PRECISION_INPUT))]
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -238,6 +317,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
         # YAML 1.1 reads `1e-4` (no dot) as a string; everyone writes learning rates that way.
         return float(value)
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # YAML reads `train.precision=32` or `run_name=2024` as a number
     if tp in (int, float, str, bool):
         if isinstance(value, bool) and tp is not bool:
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")

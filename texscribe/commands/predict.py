@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from texscribe.errors import ConfigError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}
 
 CONFIDENCE_HELP = """\
@@ -91,11 +93,36 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return paths, problems
 
 
+# flag -> (smallest valid value, what it means); checked before any work
+FLAG_MINIMUMS = {
+    "beam": (1, "1 = greedy"),
+    "max_len": (1, "tokens"),
+    "batch_size": (1, "images per batch"),
+    "workers": (0, "loading threads"),
+    "threads": (1, "torch CPU threads; leave it out to use all available"),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """`ConfigError` naming the first flag whose value is out of range, or an --output that cannot be written."""
+    for name, (low, meaning) in FLAG_MINIMUMS.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low} ({meaning}), got {value}")
+    if args.output:
+        out = Path(args.output)
+        if out.is_dir():
+            raise ConfigError(f"--output {args.output}: is a folder; give a file path")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--output {args.output}: folder {out.parent} does not exist; create it first")
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from texscribe.inference import iter_predictions, load_model
 
+    check_args(args)
     paths, problems = expand_inputs(args.inputs)
     for spec, reason in problems:
         print(f"skipped {spec}: {reason}", file=sys.stderr)
@@ -105,7 +132,10 @@ def _run(args: argparse.Namespace) -> int:
     models = args.model or ["default"]
     recognizer = load_model(models if len(models) > 1 else models[0], device=args.device,
                             backend=args.backend, num_threads=args.threads)  # fmt: skip
-    out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"--output {args.output}: cannot write it ({exc.strerror})") from exc
     skipped = len(problems)
     try:
         if args.format == "tsv":
