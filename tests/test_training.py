@@ -125,6 +125,29 @@ def test_resume_continues_same_batches(crohme64: tuple[Path, Path], tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.shared
+def test_resume_keeps_the_best_checkpoint(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    """Issue 19 item 2: last.ckpt records the best checkpoint of the validation it follows, so a resumed
+    run keeps one best-*.ckpt and exports the weights whose metrics model.pt names."""
+    from texscribe.checkpoint import read_model_file
+    from texscribe.training import train
+
+    train_dir, val_dir = crohme64
+    every2 = ["train.val_every_n_steps=2", "train.max_epochs=100"]
+    first = train(config(train_dir, tmp_path, "train.max_steps=2", *every2, val=val_dir))
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    (best_state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert best_state["best_model_path"] == str(first.best_checkpoint) and first.best_checkpoint.is_file()
+    assert float(best_state["best_model_score"]) == first.best_metrics["val/exprate"]
+
+    second = train(config(train_dir, tmp_path, "train.max_steps=4", *every2, val=val_dir))
+    assert second.global_step == 4 and len(second.best_metrics) > 0
+    assert len(list((second.run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
+    meta = read_model_file(second.model_file).meta
+    assert meta["checkpoint_step"] == meta["best_metrics"]["step"] == second.best_metrics["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared
 def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     from texscribe.checkpoint import read_model_file
     from texscribe.training import train
@@ -212,3 +235,15 @@ def test_optimizer_and_scheduler_errors_name_the_key() -> None:
     bad_sched = load_config("tiny", ["optim.scheduler=linear"])
     with pytest.raises(ConfigError, match="optim.scheduler"):
         LitImageToLatex(bad_sched.to_dict(), vocab).configure_optimizers()
+
+
+def test_corrupt_last_checkpoint_suggests_resume_never(tmp_path: Path) -> None:
+    """Issue 19 item 9: a truncated last.ckpt says how to go on instead of only that it is unreadable."""
+    from texscribe.errors import ModelLoadError
+    from texscribe.training import train
+
+    ckpt_dir = tmp_path / "tiny" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / "last.ckpt").write_bytes(b"PK\x03\x04 truncated by a full disk")
+    with pytest.raises(ModelLoadError, match=r"last\.ckpt.*--resume never"):
+        train(load_config("tiny", [f"data.train=[{tmp_path / 'none'}]", f"train.out_dir={tmp_path}"]))

@@ -33,7 +33,9 @@ class LastCheckpoint(Checkpoint):
     (periodic, or the last one when max_steps / max_time stops the run), after validation, and at the
     end of an epoch. (Not in `on_train_end`: by then a run stopped mid-epoch has already counted the
     epoch as finished.) Being a `Checkpoint`, Lightning runs it after the other callbacks, so it sees
-    the stop request the `Timer` makes in the same batch.
+    the stop request the `Timer` makes in the same batch. Add it after the best-model `ModelCheckpoint`:
+    checkpoint callbacks run in list order, and last.ckpt must carry the best-model state (path and
+    score) of the validation it follows, or a resume forgets the best checkpoint.
     """
 
     def __init__(

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import platform
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import torch
 import yaml
 
 from texscribe.checkpoint import read_model_file, save_model_file
-from texscribe.config import Config
+from texscribe.config import Config, check_values
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.latex import Vocab
 
@@ -142,11 +141,6 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def _check_max_time(value: str | None) -> None:
-    if value is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value.strip()):
-        raise ConfigError(f"train.max_time must look like DD:HH:MM:SS (e.g. 00:08:00:00), got {value!r}")
-
-
 def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if resume in (None, "never"):
         return None
@@ -178,7 +172,7 @@ def train(
     from texscribe.training.lit_module import LitImageToLatex
 
     tc = config.train
-    _check_max_time(tc.max_time)
+    check_values(config)  # a Config built without load_config (finetune, the Python API) gets the same checks
     run_dir = run_directory(config, resume)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = _resume_path(resume, ckpt_dir)
@@ -190,7 +184,13 @@ def train(
 
     vocab, init_state = None, None
     if ckpt_path is not None:
-        hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+        try:
+            hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"cannot resume: {exc}; start afresh with --resume never (new run directory) "
+                "or resume from another .ckpt with --resume PATH"
+            ) from exc
         if hp["config"]["model"] != asdict(config.model):
             raise ConfigError(
                 f"{ckpt_path} holds a different model than config {config.name!r}; "
@@ -263,6 +263,7 @@ def _make_trainer(
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from texscribe.training.callbacks import ImagesPerSecond, LastCheckpoint
 
@@ -270,7 +271,7 @@ def _make_trainer(
     ckpt_dir = run_dir / "checkpoints"
     last = LastCheckpoint(ckpt_dir, tc.checkpoint_every_n_steps, tc.checkpoint_every_minutes)
     timer = Timer(duration=tc.max_time, interval="step", verbose=False)  # elapsed time is checkpointed
-    callbacks = [last, timer, LearningRateMonitor(logging_interval="step"), ImagesPerSecond(), *extra]
+    callbacks = [timer, LearningRateMonitor(logging_interval="step"), ImagesPerSecond(), *extra]
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(
@@ -283,31 +284,40 @@ def _make_trainer(
             callbacks.append(
                 EarlyStopping(monitor="val/exprate", mode="max", patience=tc.early_stop_patience)
             )
+    # Last: Lightning runs checkpoint callbacks in list order, so last.ckpt then holds the best-checkpoint
+    # state of the validation it follows, and a resume keeps (and later replaces) that best-*.ckpt.
+    callbacks.append(last)
     segment = len(list((run_dir / "logs" / "csv").glob("segment-*")))  # CSVLogger would overwrite an old file
     loggers = [
         TensorBoardLogger(save_dir=run_dir / "logs", name="", version="tensorboard", default_hp_metric=False),
         CSVLogger(save_dir=run_dir / "logs" / "csv", name="", version=f"segment-{segment:03d}"),
     ]
-    trainer = L.Trainer(
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        strategy=tc.strategy,
-        precision=resolve_precision(tc.precision, tc.accelerator),
-        max_epochs=tc.max_epochs,
-        max_steps=tc.max_steps,
-        gradient_clip_val=tc.grad_clip or None,
-        check_val_every_n_epoch=None if tc.val_every_n_steps else tc.val_every_n_epochs,
-        val_check_interval=tc.val_every_n_steps or None,
-        limit_val_batches=None if has_val else 0,
-        num_sanity_val_steps=1 if has_val else 0,
-        log_every_n_steps=tc.log_every_n_steps,
-        enable_progress_bar=tc.progress_bar,
-        callbacks=callbacks,
-        logger=loggers,
-        enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
-        default_root_dir=run_dir,
-        use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=tc.accelerator,
+            devices=tc.devices,
+            strategy=tc.strategy,
+            precision=resolve_precision(tc.precision, tc.accelerator),
+            max_epochs=tc.max_epochs,
+            max_steps=tc.max_steps,
+            gradient_clip_val=tc.grad_clip or None,
+            check_val_every_n_epoch=None if tc.val_every_n_steps else tc.val_every_n_epochs,
+            val_check_interval=tc.val_every_n_steps or None,
+            limit_val_batches=None if has_val else 0,
+            num_sanity_val_steps=1 if has_val else 0,
+            log_every_n_steps=tc.log_every_n_steps,
+            enable_progress_bar=tc.progress_bar,
+            callbacks=callbacks,
+            logger=loggers,
+            enable_checkpointing=True,  # LastCheckpoint (and ModelCheckpoint with a val set)
+            default_root_dir=run_dir,
+            use_distributed_sampler=False,  # SizeBucketBatchSampler shards batches itself
+        )
+    except (MisconfigurationException, ModuleNotFoundError, ValueError) as exc:  # Lightning refused a setting
+        raise ConfigError(
+            f"train.accelerator={tc.accelerator!r}, devices={tc.devices!r}, strategy={tc.strategy!r}, "
+            f"precision={tc.precision!r}: {' '.join(str(exc).split())}"
+        ) from exc
     return trainer, last, timer, best_cb
 
 
