@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -166,6 +167,14 @@ def test_formulas_too_long_for_the_model_input_are_refused(recognizer, tmp_path)
     assert err.value.source == str(long_strip)
     wide_but_fine = formula_image("x+1=" * 8, width=620)  # ~20:1, like the widest CROHME/im2latex formulas
     assert recognizer.prepare(wide_but_fine).shape[0] >= 16
+
+
+def test_decoding_stops_at_its_deadline(recognizer):
+    image = recognizer.prepare(formula_image("x+1"))
+    with pytest.raises(inference.DeadlineExceeded):
+        recognizer.predict_images([image], max_len=MAX_LEN, deadline=time.monotonic() - 1)
+    (pred,) = recognizer.predict_images([image], max_len=MAX_LEN, deadline=time.monotonic() + 60)
+    assert pred.tokens == recognizer.predict(formula_image("x+1"), max_len=MAX_LEN).tokens
 
 
 def test_model_loading_errors_say_what_to_do(tmp_path, monkeypatch):

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -19,7 +22,7 @@ import pytest
 import torch
 from serving_helpers import formula_png, make_tiny_model
 
-from texscribe.inference import load_model
+from texscribe.inference import DeadlineExceeded, load_model
 from texscribe.latex import to_latex
 from texscribe.server import ServerSettings, create_app
 from texscribe.server.limits import ApiError
@@ -222,8 +225,9 @@ def test_body_limit_is_checked_while_streaming(client):
     assert_error(r, 413, "payload_too_large")
 
 
-def test_live_server_answers_413_before_the_body_ends(settings):
-    """On a real uvicorn socket: a chunked upload gets its 413 while the client is still sending."""
+@contextlib.contextmanager
+def live_server(app) -> Iterator[int]:
+    """Serve `app` with uvicorn on a free loopback port for the duration; yields the port."""
     import socket
 
     import uvicorn
@@ -231,15 +235,24 @@ def test_live_server_answers_413_before_the_body_ends(settings):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_live_server_answers_413_before_the_body_ends(settings):
+    """On a real uvicorn socket: a chunked upload gets its 413 while the client is still sending."""
+    import socket
+
+    with live_server(create_app(settings)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(
                 b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -261,9 +274,26 @@ def test_live_server_answers_413_before_the_body_ends(settings):
         assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
         assert b"payload_too_large" in reply
         assert sent * 64 * 1024 < 3 * UPLOAD_LIMIT  # answered soon after the limit, not at the end
-    finally:
-        server.should_exit = True
-        thread.join(10)
+
+
+def test_deeply_nested_json_is_400_and_keeps_the_connection(settings):
+    # issue 19 item 5: '[' * 2000 + ']' * 2000 gave 500 RecursionError and reset the keep-alive connection
+    import http.client
+
+    nested = b"[" * 2000 + b"]" * 2000
+    with live_server(create_app(settings)) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for body in (nested, b'{"image_base64": ' + nested + b"}"):
+            conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": "application/json"})
+            sock = conn.sock
+            reply = conn.getresponse()
+            error = json.loads(reply.read())["error"]
+            assert reply.status == 400 and error["code"] == "invalid_json", error
+            assert "too deeply" in error["message"]
+            assert reply.getheader("connection", "").lower() != "close"
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read() and conn.sock is sock  # the same connection answered
+        conn.close()
 
 
 def test_image_over_pixel_limit(client):
@@ -283,6 +313,21 @@ def test_beam_and_count_limits(client):
     assert_error(client.post("/v1/predict/batch", files=many), 413, "too_many_images", "3")
     two = [("file", (f"{i}.png", png, "image/png")) for i in range(2)]
     assert_error(client.post("/v1/predict", files=two), 413, "too_many_images", "batch")
+
+
+def test_beam_must_be_an_integer(client):
+    # issue 19 item 9: JSON `"beam": true` was taken as 1
+    image = base64.b64encode(formula_png()).decode()
+    for beam in (True, False, "2", 2.5, 2.0, None):
+        r = client.post("/v1/predict", json={"image_base64": image, "beam": beam})
+        assert_error(r, 422, "invalid_request", "beam")
+        r = client.post("/v1/predict/batch", json={"images": [image], "beam": beam})
+        assert_error(r, 422, "invalid_request", "beam")
+    files = {"file": ("f.png", formula_png(), "image/png")}
+    for beam in ("true", "2.0", ""):
+        assert_error(
+            client.post("/v1/predict", files=files, data={"beam": beam}), 422, "invalid_request", "beam"
+        )
 
 
 def test_missing_file_part(client):
@@ -338,18 +383,62 @@ def test_timeout_gives_504(settings):
     assert_error(r, 504, "timeout", "--timeout-s")
 
 
+def test_a_timed_out_request_frees_its_worker(settings):
+    """One worker: a request decoding past the timeout gets 504 and its work stops there, so the next
+    request is served at once instead of queueing behind it (untrained tiny model: every output runs to
+    max_tokens; 3 wide images x beam 4 x 1500 steps take ~10 s, one greedy image ~1 s)."""
+    from dataclasses import replace
+
+    slow = replace(settings, workers=1, timeout_s=3.0, max_tokens=1500, max_beam=4)
+    wide = base64.b64encode(formula_png("x+2=y" * 6, width=1400)).decode()
+    with fastapi_testclient.TestClient(create_app(slow)) as c:
+        start = time.monotonic()
+        r = c.post("/v1/predict/batch", json={"images": [wide] * 3, "beam": 4})
+        assert_error(r, 504, "timeout", "was stopped")
+        assert time.monotonic() - start < 4.0
+        deadline = time.monotonic() + 0.5  # the worker stops within one decoding step
+        while c.get("/healthz").json()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.get("/healthz").json()["pending"] == 0
+        r = c.post("/v1/predict", files={"file": ("f.png", formula_png(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["tokens"]) == 1500
+
+
+def test_pool_deadline_reaches_the_running_call():
+    async def scenario():
+        pool = InferencePool(workers=1, max_pending=4)
+        stopped = []
+
+        def cooperative(deadline):
+            while time.monotonic() < deadline + 5:
+                if time.monotonic() > deadline:
+                    stopped.append(time.monotonic() - deadline)
+                    raise DeadlineExceeded("stopped")
+                time.sleep(0.005)
+
+        with pytest.raises(ApiError) as late:
+            await pool.run(cooperative, timeout_s=0.2)
+        assert late.value.status == 504 and "was stopped" in late.value.message
+        result, waited = await pool.run(lambda deadline: "next", timeout_s=1)
+        assert result == "next" and waited < 0.1 and stopped and stopped[0] < 0.1
+        pool.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_pool_rejects_when_full_and_drops_expired_queued_calls():
     async def scenario():
         pool = InferencePool(workers=1, max_pending=2)
         release = threading.Event()
         ran = []
 
-        def blocking():
+        def blocking(deadline):
             release.wait(5)
             ran.append("first")
             return "first"
 
-        def second():
+        def second(deadline):
             ran.append("second")
             return "second"
 

@@ -274,12 +274,15 @@ class Recognizer:
         r2l: bool | None = None,
         length_penalty: float = 1.0,
         prep_seconds: Sequence[float] | None = None,
+        deadline: float | None = None,
     ) -> list[Prediction]:
         """Decode already-preprocessed images (canonical float32 (H, W)), batched by size, order preserved.
 
         Batches group images of similar area, bounded by `batch_size` and the config's `batch_max_pixels`
         (padded area). r2l=None rescores with the R2L pass when beam > 1 and the model is bidirectional.
         length_penalty: beam hypotheses are ranked by sum log-prob / length**length_penalty.
+        deadline: a `time.monotonic()` value; past it, decoding stops within one step and raises
+        `DeadlineExceeded`.
         """
         import torch
 
@@ -288,6 +291,9 @@ class Recognizer:
         sources = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
         prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
+        backends = (
+            self.backends if deadline is None else [_DeadlineBackend(b, deadline) for b in self.backends]
+        )
         results: list[Prediction | None] = [None] * len(images)
         for batch in _size_batches(images, batch_size, self.config.data.batch_max_pixels):
             start = time.perf_counter()
@@ -295,7 +301,7 @@ class Recognizer:
             tensors, mask = tensors.to(self.device), mask.to(self.device)
             with torch.inference_mode():
                 hyps = decode(
-                    self.backends,
+                    backends,
                     tensors,
                     mask,
                     beam=beam,
@@ -323,6 +329,56 @@ class Recognizer:
             seconds=seconds,
             source=source,
         )
+
+
+class DeadlineExceeded(TexscribeError):
+    """Work passed the deadline its caller set (`Recognizer.predict_images(deadline=...)`)."""
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise `DeadlineExceeded` once `time.monotonic()` is past `deadline` (None: no deadline)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"stopped: the deadline passed {time.monotonic() - deadline:.2f} s ago")
+
+
+class _DeadlineBackend:
+    """A backend (`DecodingModel`) whose encode and every decoder step first check a deadline.
+
+    Wrapped around a shared backend for one call, it stops decoding within one step of the deadline
+    instead of running on to `max_len` for a caller that has given up (a server request that timed out).
+    """
+
+    def __init__(self, backend: Any, deadline: float):
+        self._backend = backend
+        self._deadline = deadline
+        self.decoder = _DeadlineDecoder(backend.decoder, deadline)
+
+    def __getattr__(self, name: str) -> Any:  # vocab_size and whatever else decoding reads
+        return getattr(self._backend, name)
+
+    def encode(self, images: Any, pixel_mask: Any) -> Any:
+        check_deadline(self._deadline)
+        return self._backend.encode(images, pixel_mask)
+
+
+class _DeadlineDecoder:
+    def __init__(self, decoder: Any, deadline: float):
+        self._decoder = decoder
+        self._deadline = deadline
+
+    def init_cache(self, memory: Any) -> Any:
+        return self._decoder.init_cache(memory)
+
+    def step(self, memory: Any, token: Any, cache: Any) -> Any:
+        check_deadline(self._deadline)
+        return self._decoder.step(memory, token, cache)
+
+    def reorder_cache(self, cache: Any, index: Any) -> Any:
+        return self._decoder.reorder_cache(cache, index)
+
+    def __call__(self, memory: Any, tgt: Any) -> Any:
+        check_deadline(self._deadline)
+        return self._decoder(memory, tgt)
 
 
 @dataclass

@@ -55,7 +55,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     """Build the app. Loads `settings.model` with `settings.backend` unless a loaded `recognizer` is given
     (an `inference.Recognizer`; its own `max_pixels` then applies instead of `settings.max_pixels`)."""
     settings = settings or ServerSettings()
-    from texscribe.inference import available_cpus, load_model
+    from texscribe.inference import available_cpus, check_deadline, load_model
 
     # workers x threads <= the CPUs we may use: oversubscribed torch/OpenMP threads spin and crawl
     threads = settings.threads or max(1, available_cpus() // settings.workers)
@@ -91,14 +91,16 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
         limit_for=lambda path: single * settings.max_batch if path.endswith("/batch") else single,
     )
 
-    def recognize(items: list[tuple[str, bytes]], beam: int) -> list[schemas.BatchItem]:
+    def recognize(items: list[tuple[str, bytes]], beam: int, deadline: float) -> list[schemas.BatchItem]:
         """Worker-thread job: prepare each image (a bad one fails alone), then decode the good ones together.
 
-        `predict_images` batches them by size; queue and total times are filled in by the caller.
+        `predict_images` batches them by size; queue and total times are filled in by the caller. Past
+        `deadline` (`time.monotonic()`) it stops between images or within one decoding step.
         """
         out = [schemas.BatchItem(index=i, filename=name) for i, (name, _) in enumerate(items)]
         good, images, prep = [], [], []
         for i, (name, data) in enumerate(items):
+            check_deadline(deadline)
             start = time.perf_counter()
             try:
                 images.append(_prepare(recognizer, data, name))
@@ -109,7 +111,9 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
             prep.append(time.perf_counter() - start)
         if images:
             names = [items[i][0] for i in good]
-            preds = recognizer.predict_images(images, names, beam=beam, max_len=settings.max_tokens)
+            preds = recognizer.predict_images(
+                images, names, beam=beam, max_len=settings.max_tokens, deadline=deadline
+            )
             for i, pred, seconds in zip(good, preds, prep):
                 out[i].result = schemas.PredictResponse(
                     latex=pred.latex,
@@ -126,7 +130,9 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     async def run_recognize(
         items: list[tuple[str, bytes]], beam: int, t_start: float
     ) -> list[schemas.BatchItem]:
-        results, queued = await pool.run(lambda: recognize(items, beam), settings.timeout_s)
+        results, queued = await pool.run(
+            lambda deadline: recognize(items, beam, deadline), settings.timeout_s
+        )
         total = _ms(time.perf_counter() - t_start)
         for item in results:
             if item.result is not None:
@@ -176,7 +182,8 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
         items, _ = await read_images(request, limits, batch=False)
         name, data = items[0]
 
-        def job() -> schemas.DigitResponse:
+        def job(deadline: float) -> schemas.DigitResponse:
+            check_deadline(deadline)  # the rest is bounded: pixel limit, 256-px stroke matching, one forward
             t0 = time.perf_counter()
             image = _decode(data, name, settings.max_pixels)
             t1 = time.perf_counter()

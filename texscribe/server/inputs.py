@@ -49,6 +49,13 @@ async def read_images(
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # the parser recurses once per nesting level
+            raise ApiError(
+                400,
+                "invalid_json",
+                "request body nests JSON arrays/objects too deeply; send one flat object such as "
+                '{"image_base64": "...", "beam": 1}',
+            ) from None
         model = schemas.BatchRequest if batch else schemas.PredictRequest
         try:
             parsed = model.model_validate(payload)
@@ -101,6 +108,8 @@ def _check_count(count: int, max_batch: int, batch: bool) -> None:
 
 def _check_beam(value: Any, max_beam: int) -> int:
     try:
+        if isinstance(value, (bool, float)):  # int() would take true as 1 and 2.7 as 2
+            raise TypeError
         beam = int(value)
     except (TypeError, ValueError):
         raise ApiError(422, "invalid_request", f"beam must be an integer, got {value!r}") from None

@@ -2,8 +2,10 @@
 
 `workers` threads run model calls (torch and onnxruntime release the GIL while computing); at most
 `max_pending` calls wait or run at once, beyond that a request gets 503 at once instead of queueing
-forever. Each call has a deadline: a call still queued when it passes is dropped before it costs
-any CPU; a call already running finishes in its thread but its client gets 504 straight away.
+forever. Each call has a deadline, and its client gets 504 when it passes: a call still queued is
+dropped before it costs any CPU; a running call is handed the deadline and must stop itself there
+(`Recognizer.predict_images(deadline=...)` stops within one decoding step), so its worker is free for
+the next request: no input can hold a worker much past the server's timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from texscribe.inference import DeadlineExceeded
 from texscribe.server.limits import ApiError
 
 T = TypeVar("T")
@@ -47,8 +50,12 @@ class InferencePool:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, fn: Callable[[], T], timeout_s: float) -> tuple[T, float]:
-        """Run `fn()` in a worker; returns (result, seconds spent queued). 503 when full, 504 past `timeout_s`."""
+    async def run(self, fn: Callable[[float], T], timeout_s: float) -> tuple[T, float]:
+        """Run `fn(deadline)` in a worker; returns (result, seconds spent queued).
+
+        `deadline` is a `time.monotonic()` value `timeout_s` from now; `fn` must stop by then (raising
+        `DeadlineExceeded`, say). 503 when full, 504 past the deadline.
+        """
         with self._lock:
             if self._pending >= self.max_pending:
                 raise ApiError(
@@ -57,19 +64,23 @@ class InferencePool:
                     f"server busy: {self._pending} requests already queued or running; retry shortly",
                 )
             self._pending += 1
-        submitted = time.perf_counter()
+        submitted = time.monotonic()
+        deadline = submitted + timeout_s
         started: list[float] = []
 
         def call() -> T:
-            started.append(time.perf_counter())
-            return fn()
+            started.append(time.monotonic())
+            return fn(deadline)
 
         future = self._executor.submit(call)
         future.add_done_callback(lambda _: self._release())
+        waiter = asyncio.wrap_future(future)
+        # a call stopped at its deadline ends with DeadlineExceeded after its client had the 504: consume it
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s)
-        except asyncio.TimeoutError:
-            state = "was still queued" if future.cancel() else "is still running"
+            result = await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except (asyncio.TimeoutError, DeadlineExceeded):
+            state = "was still queued" if future.cancel() else "was stopped"
             raise ApiError(
                 504,
                 "timeout",

@@ -15,14 +15,14 @@ class PredictRequest(_Strict):
     image_base64: str = Field(
         description="the image file's bytes (PNG, JPEG, BMP, ...) in base64; a data URL works too"
     )
-    beam: int = Field(1, description="beam width; 1 = greedy decoding")
+    beam: int = Field(1, strict=True, description="beam width, a JSON integer; 1 = greedy decoding")
 
 
 class BatchRequest(_Strict):
     """JSON form of `POST /v1/predict/batch`."""
 
     images: list[str] = Field(description="images in base64, at most the server's --max-batch")
-    beam: int = Field(1, description="beam width; 1 = greedy decoding")
+    beam: int = Field(1, strict=True, description="beam width, a JSON integer; 1 = greedy decoding")
 
 
 class ErrorBody(BaseModel):
