@@ -1,5 +1,5 @@
-"""`texscribe data prepare|render|info`: build a prepared dataset from raw sources or by rendering
-formulas with TeX, or summarise one."""
+"""`texscribe data prepare|render|synth-handwriting|info`: build a prepared dataset from raw sources, by
+rendering formulas with TeX or by composing handwriting from CROHME glyphs, or summarise one."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.set_defaults(func=_prepare)
 
     _register_render(sub)
+    _register_synth_handwriting(sub)
 
     info = sub.add_parser("info", help="summarise a prepared dataset")
     info.add_argument("path", metavar="DIR")
@@ -169,6 +170,62 @@ def _render(args: argparse.Namespace) -> int:
     ]
     _print_table(rows)
     print(f"wrote {result.out} (manifest.tsv, images/, vocab.json, report.md, skipped.tsv; held_out/)")
+    return 0
+
+
+def _register_synth_handwriting(sub: argparse._SubParsersAction) -> None:
+    syn = sub.add_parser(
+        "synth-handwriting",
+        help="compose handwritten formulas from CROHME InkML glyphs into a prepared dataset",
+        description="Lay out formulas (CROHME train captions + k12 formulas in CROHME's vocabulary, never a "
+        "2014 test formula) with matplotlib mathtext and draw each symbol with a real writer's glyph from the "
+        "CROHME InkML train split, in the CROHME bitmap look. Re-running resumes. See docs/RENDERING.md.",
+    )
+    syn.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
+    syn.add_argument("--count", type=int, required=True, help="number of images to generate")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the formula order and every image (0)")
+    syn.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
+    syn.add_argument(
+        "--formulas", nargs="*", default=None, metavar="FILE",
+        help="raw LaTeX formula files besides the CROHME captions (default: k12_formulas.lst)",
+    )  # fmt: skip
+    syn.add_argument(
+        "--max-label-len", type=int, default=100, help="drop formulas longer than N tokens (100)"
+    )
+    syn.add_argument("--inkml", default=None, help="CROHME InkML zip (<data root>/crohme/crohme_inkml.zip)")
+    syn.add_argument("--bank", default=None, help="glyph bank cache .npz (default: ~/.cache/texscribe/)")
+    syn.add_argument(
+        "--data-root", default=None, help="folder holding crohme/ and formulas/ (../shared/data)"
+    )
+    syn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    syn.set_defaults(func=_synth_handwriting)
+
+
+def _synth_handwriting(args: argparse.Namespace) -> int:
+    from texscribe.render.handwriting_dataset import synth_handwriting
+
+    result = synth_handwriting(
+        args.out,
+        args.count,
+        seed=args.seed,
+        workers=args.workers,
+        data_root=args.data_root,
+        inkml=args.inkml,
+        bank=args.bank,
+        extra_formulas=args.formulas,
+        max_len=args.max_label_len,
+        progress=not args.no_progress,
+    )
+    rows: list[tuple[str, object]] = [("usable formulas", result.formulas), ("images kept", result.kept)]
+    rows += [(f"failed: {cause}", n) for cause, n in result.failures.most_common()]
+    rows += [
+        ("images new / reused", f"{result.generated} / {result.reused}"),
+        ("speed", f"{result.images_per_s:.1f} images/s ({result.images_per_cpu_s:.1f} per CPU s)"),
+        ("glyph bank", result.bank_path),
+        ("wall time", f"{result.wall_s:.1f} s"),
+    ]
+    _print_table(rows)
+    print(f"wrote {result.out} (manifest.tsv, images/, vocab.json, report.md, skipped.tsv)")
     return 0
 
 

@@ -1,0 +1,314 @@
+"""`texscribe data synth-handwriting`: N synthetic handwritten formulas as a prepared dataset.
+
+Sample i draws formula `order[i]` (a seeded shuffle of the selected formulas, reshuffled each time the
+list is used up) and its own random generator `(seed, i)`, so every image is a function of
+(seed, i, formula, bank) alone. Worker processes load the glyph bank once and write PNGs; the main
+process appends each outcome to `OUT/.synth_state.tsv`, so an interrupted run resumes and a larger
+`--count` only draws the new samples. Output is `texscribe.data.prepared`'s format (manifest.tsv,
+images/, vocab.json, report.json, report.md, skipped.tsv); the label of each image is its formula's tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import resource
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from texscribe.data.prepared import (
+    IMAGES_DIR,
+    MANIFEST,
+    SKIPPED,
+    SKIPPED_COLUMNS,
+    VOCAB,
+    PreparedRecord,
+    image_filename,
+    write_manifest,
+    write_tsv,
+)
+from texscribe.data.sample import Skipped
+from texscribe.errors import InputError
+from texscribe.latex import Vocab, to_text
+from texscribe.render.corpus import NAMED, find_data_root
+from texscribe.render.glyph_bank import GlyphBank, load_or_build
+from texscribe.render.handwriting import missing_symbols, render_handwriting
+from texscribe.render.handwriting_corpus import DEFAULT_MAX_LEN, FormulaSelection, select_formulas
+from texscribe.render.handwriting_layout import LayoutFailure
+
+GENERATOR_VERSION = 1  # bump when images of the same (seed, i, formula) change
+STATE = ".synth_state.tsv"
+INKML = "crohme/crohme_inkml.zip"
+CHUNK = 32  # samples per worker task
+SOURCE = "synth_handwriting"
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    id: str
+    tokens: tuple[str, ...]
+    source: str
+    dest: Path
+    key: str
+
+
+@dataclass
+class SynthResult:
+    """What a run did. `speed` is images per CPU second of the generating processes: one worker's rate."""
+
+    out: Path
+    requested: int = 0
+    kept: int = 0
+    generated: int = 0
+    reused: int = 0
+    failures: Counter = field(default_factory=Counter)
+    formulas: int = 0
+    generate_s: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    bank_path: Path | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.generated / self.generate_s if self.generate_s > 0 else 0.0
+
+    @property
+    def images_per_cpu_s(self) -> float:
+        return self.generated / self.cpu_s if self.cpu_s > 0 else 0.0
+
+
+def sample_key(seed: int, index: int, tokens: Sequence[str], bank_path: Path) -> str:
+    """Content hash of one sample: generator version, seed, index, formula and bank file."""
+    text = f"v{GENERATOR_VERSION}|{seed}|{index}|{bank_path.name}|{to_text(tokens)}"
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def formula_order(n_formulas: int, count: int, seed: int) -> list[int]:
+    """Formula index of samples 0..count-1: a fresh seeded shuffle for every pass over the formulas."""
+    order: list[int] = []
+    cycle = 0
+    while len(order) < count:
+        order.extend(np.random.default_rng([seed, 7919, cycle]).permutation(n_formulas).tolist())
+        cycle += 1
+    return order[:count]
+
+
+# ------------------------------------------------------------------------------------------------ workers
+_BANK: GlyphBank | None = None
+
+
+def _init_worker(bank_path: str) -> None:
+    global _BANK
+    _BANK = GlyphBank.load(bank_path)
+
+
+def _generate(args: tuple[list[_Job], int]) -> list[tuple[str, object]]:
+    """Worker: draw and write one chunk; (id, (h, w)) or (id, LayoutFailure) per job."""
+    from texscribe.images import save_png
+
+    jobs, seed = args
+    assert _BANK is not None, "worker started without its glyph bank"
+    out: list[tuple[str, object]] = []
+    for job in jobs:
+        rng = np.random.default_rng([seed, job.index])
+        try:
+            image = render_handwriting(job.tokens, _BANK, rng)
+        except Exception as exc:  # a bug must not cost the other samples of the run: record and go on
+            image = LayoutFailure("generator_error", f"{type(exc).__name__}: {exc}"[:300])
+        if isinstance(image, LayoutFailure):
+            out.append((job.id, image))
+            continue
+        tmp = job.dest.with_name(job.dest.name + ".tmp.png")
+        save_png(image.astype(np.float32) / 255.0, tmp)
+        tmp.replace(job.dest)
+        out.append((job.id, (int(image.shape[0]), int(image.shape[1]))))
+    return out
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+# ------------------------------------------------------------------------------------------------ run
+def synth_handwriting(
+    out: str | Path,
+    count: int,
+    *,
+    seed: int = 0,
+    workers: int = 2,
+    data_root: str | Path | None = None,
+    inkml: str | Path | None = None,
+    bank: str | Path | None = None,
+    extra_formulas: Sequence[str | Path] | None = None,
+    max_len: int = DEFAULT_MAX_LEN,
+    progress: bool = True,
+) -> SynthResult:
+    """Write `count` synthetic handwritten formulas to the prepared dataset `out`.
+
+    Formulas: CROHME train captions + `extra_formulas` (default: the k12 school corpus) restricted to
+    the CROHME train vocabulary and `max_len` tokens, never a 2014 test formula. Glyphs: the bank of the
+    InkML train split (`inkml`, default `<data root>/crohme/crohme_inkml.zip`), cached at `bank`.
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    if count < 1 or workers < 1:
+        raise InputError(f"count and workers must be >= 1, got {count} and {workers}")
+    out = Path(out)
+    _check_out_dir(out)
+    root = find_data_root(data_root, "crohme")
+    crohme_zip = root / NAMED["crohme"]
+    inkml_path = Path(inkml) if inkml else root / INKML
+    if not inkml_path.exists():
+        raise InputError("CROHME InkML zip not found; pass --inkml PATH", source=str(inkml_path))
+    extra = [Path(p) for p in extra_formulas] if extra_formulas is not None else [root / NAMED["k12"]]
+    glyphs, bank_path = load_or_build(inkml_path, bank)
+    selection = select_formulas(crohme_zip, extra, lambda t: missing_symbols(t, glyphs), max_len=max_len)
+    if not selection.formulas:
+        raise InputError("no formula is usable (see the drop reasons); check the formula files")
+    result = SynthResult(out=out, requested=count, formulas=len(selection.formulas), bank_path=bank_path)
+
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for i, f in enumerate(formula_order(len(selection.formulas), count, seed)):
+        formula = selection.formulas[f]
+        sample_id = f"hw-{seed}-{i:07d}"
+        key = sample_key(seed, i, formula.tokens, bank_path)
+        dest = out / IMAGES_DIR / image_filename(sample_id)
+        jobs.append(_Job(i, sample_id, formula.tokens, f"{SOURCE}:{formula.source}", dest, key))
+
+    state = _load_state(out / STATE)
+    outcomes: dict[str, object] = {}
+    todo = []
+    for job in jobs:
+        cached = state.get(job.id)
+        if cached and cached[0] == job.key and (cached[1] == "fail" or job.dest.is_file()):
+            outcomes[job.id] = (
+                (int(cached[2]), int(cached[3])) if cached[1] == "ok" else LayoutFailure(*cached[2:4])
+            )
+            result.reused += 1
+        else:
+            todo.append(job)
+
+    gen_started, cpu_started = time.perf_counter(), _cpu_seconds()
+    tasks = [(chunk, seed) for chunk in _chunks(todo, CHUNK)]
+    pool = None
+    if workers > 1 and len(tasks) > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (str(bank_path),))
+    else:
+        global _BANK
+        _BANK = glyphs
+    by_id = {job.id: job for job in todo}
+    try:
+        with (
+            (out / STATE).open("a", encoding="utf-8") as log,
+            tqdm(total=len(todo), desc="synth handwriting", unit="img", disable=not progress) as bar,
+        ):
+            stream = pool.imap(_generate, tasks) if pool else map(_generate, tasks)
+            for chunk in stream:
+                for job_id, outcome in chunk:
+                    outcomes[job_id] = outcome
+                    result.generated += 1
+                    log.write(_state_line(job_id, by_id[job_id].key, outcome))
+                log.flush()
+                bar.update(len(chunk))
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
+    result.generate_s = time.perf_counter() - gen_started
+    result.cpu_s = _cpu_seconds() - cpu_started
+    _finish(out, jobs, outcomes, selection, glyphs, result, started, seed, workers)
+    return result
+
+
+def _finish(
+    out: Path,
+    jobs: list[_Job],
+    outcomes: dict[str, object],
+    selection: FormulaSelection,
+    glyphs: GlyphBank,
+    result: SynthResult,
+    started: float,
+    seed: int,
+    workers: int,
+) -> None:
+    """Manifest, vocabulary, skipped list, report; stale images and state lines removed."""
+    from texscribe.render.handwriting_report import write_synth_report
+
+    records: list[PreparedRecord] = []
+    failed: list[Skipped] = []
+    for job in jobs:
+        outcome = outcomes.get(job.id)
+        if isinstance(outcome, tuple):
+            h, w = outcome
+            records.append(PreparedRecord(job.id, job.dest, list(job.tokens), job.source, h, w))
+        else:
+            failure = (
+                outcome
+                if isinstance(outcome, LayoutFailure)
+                else LayoutFailure("generator_error", "no result")
+            )
+            failed.append(
+                Skipped(job.id, job.source, failure.cause, f"{failure.detail} | {to_text(job.tokens)[:200]}")
+            )
+    result.kept = len(records)
+    result.failures = Counter(s.reason for s in failed)
+    skipped = selection.skipped + failed
+    Vocab.build(r.tokens for r in records).save(out / VOCAB)
+    write_manifest(out, records)
+    write_tsv(out / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped])
+    keep = {r.image_path.name for r in records}
+    for png in (out / IMAGES_DIR).iterdir():
+        if png.suffix == ".png" and png.name not in keep:
+            png.unlink()  # from an earlier run with a larger count or other settings, or a temp file
+    lines = [_state_line(j.id, j.key, outcomes[j.id]) for j in jobs if j.id in outcomes]
+    tmp = out / (STATE + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(out / STATE)
+    result.wall_s = time.perf_counter() - started
+    write_synth_report(out, records, skipped, selection, glyphs, result, seed, workers)
+
+
+def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[list[_Job]]:
+    for start in range(0, len(jobs), size):
+        yield list(jobs[start : start + size])
+
+
+def _load_state(path: Path) -> dict[str, tuple[str, ...]]:
+    """id -> (key, "ok", h, w) or (key, "fail", cause, detail); the last line of an id wins."""
+    state: dict[str, tuple[str, ...]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            cells = line.split("\t")
+            if len(cells) == 5 and cells[2] in ("ok", "fail"):
+                state[cells[0]] = tuple(cells[1:])
+    return state
+
+
+def _state_line(job_id: str, key: str, outcome: object) -> str:
+    if isinstance(outcome, LayoutFailure):
+        detail = outcome.detail.replace("\t", " ").replace("\n", " ")
+        return f"{job_id}\t{key}\tfail\t{outcome.cause}\t{detail}\n"
+    h, w = outcome  # type: ignore[misc]
+    return f"{job_id}\t{key}\tok\t{h}\t{w}\n"
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", source=str(out))
+    if out.is_dir() and any(out.iterdir()) and not ((out / STATE).exists() or (out / MANIFEST).exists()):
+        raise InputError(
+            "output folder is not empty and holds no synth-handwriting run; choose a new or empty --out folder",
+            source=str(out),
+        )
