@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps, TiffImagePlugin
 
 from texscribe import images
 from texscribe.config import DataConfig
@@ -194,6 +194,47 @@ def test_bad_bytes_raise_image_error_naming_origin(name):
             images.load_image(BAD_INPUTS[name], origin=f"upload/{name}")
     assert err.value.source == f"upload/{name}" and str(err.value).startswith(f"upload/{name}: ")
     assert isinstance(err.value, InputError)
+
+
+def _jpeg_with_exif_past_the_end() -> bytes:
+    """A JPEG whose EXIF "Make" string points 60,000 bytes past the end of its EXIF block."""
+    exif = Image.Exif()
+    exif[0x010F] = "some camera maker"
+    raw = bytearray(exif.tobytes())  # b"Exif\0\0" + big-endian TIFF header + IFD at 8
+    for i in range(struct.unpack_from(">H", raw, 14)[0]):
+        entry = 16 + 12 * i
+        if struct.unpack_from(">H", raw, entry)[0] == 0x010F:
+            struct.pack_into(">I", raw, entry + 8, 60_000)
+    return encode(Image.fromarray(formula_gray()), "JPEG", exif=bytes(raw))
+
+
+def _tiff_with_tag_past_the_end() -> bytes:
+    """A TIFF whose "Software" tag value lies beyond the end of the file."""
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[305] = "a long software name"
+    raw = bytearray(encode(Image.fromarray(formula_gray()), "TIFF", tiffinfo=tags))
+    ifd = struct.unpack_from("<I", raw, 4)[0]  # PIL writes little-endian ("II")
+    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", raw, entry)[0] == 305:
+            struct.pack_into("<I", raw, entry + 8, len(raw) + 1000)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("make", [_jpeg_with_exif_past_the_end, _tiff_with_tag_past_the_end])
+def test_corrupt_metadata_prints_no_warning(make):
+    # issue 19 item 9: PIL's "Truncated File Read" / "Corrupt EXIF data" UserWarnings reached stderr
+    data = make()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Image.open(io.BytesIO(data)).load()
+        ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert caught, "the file no longer makes PIL warn; the test needs another corruption"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(
+            images.load_image(data) > 0.5, images.load_image(FORMATS["png_L"](formula_gray())) > 0.5
+        )
 
 
 def test_pixel_limit_is_checked_before_decoding():

@@ -138,12 +138,37 @@ def _max_file_bytes(max_pixels: int) -> int:
 
 
 def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndarray:
-    """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes."""
+    """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes.
+
+    PIL's warnings are silenced here (under `_OPEN_LOCK`, the filter being process-wide): its
+    DecompressionBombWarning, which our `max_pixels` check replaces, and the UserWarnings it prints
+    for metadata it skips (corrupt EXIF, TIFF tags past the end of the file). Either the pixels still
+    decode, or the file fails below with an `ImageError` that says so; stderr is not the place.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # its hard error still applies
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        with _open_image(data, origin, max_pixels) as im:
+            width, height = im.size
+            _check_size(height, width, origin, max_pixels)
+            try:
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)
+                return _pil_to_gray(im, origin)
+            except ImageError:
+                raise
+            except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
+                raise ImageError(
+                    f"cannot decode {im.format} data ({type(exc).__name__}: {exc}); "
+                    "the file is truncated or corrupt",
+                    source=origin,
+                ) from exc
+
+
+def _open_image(data: bytes, origin: str | None, max_pixels: int) -> Image.Image:
+    """Parse the header of encoded bytes (no pixels decoded yet); any failure is an `ImageError`."""
     try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            # our own `max_pixels` check below replaces PIL's warning; its hard error still applies
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageError(
             f"too many pixels (limit {max_pixels:,}); the header claims a huge image: {exc}", source=origin
@@ -156,21 +181,6 @@ def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndar
         ) from exc
     except Exception as exc:  # PIL raises many types on corrupt headers; all mean "bad file"
         raise ImageError(f"corrupt image header: {type(exc).__name__}: {exc}", source=origin) from exc
-    with im:
-        width, height = im.size
-        _check_size(height, width, origin, max_pixels)
-        try:
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _pil_to_gray(im, origin)
-        except ImageError:
-            raise
-        except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
-            raise ImageError(
-                f"cannot decode {im.format} data ({type(exc).__name__}: {exc}); "
-                "the file is truncated or corrupt",
-                source=origin,
-            ) from exc
 
 
 def _check_size(height: int, width: int, origin: str | None, max_pixels: int) -> None:
