@@ -150,6 +150,14 @@ def test_strip_math_delimiters():
     assert strip_math_delimiters("a$b") == "a$b"
 
 
+def test_a_label_missing_an_argument_is_dropped_with_its_reason():
+    """Issue 19 item 8: before, `\frac { 1 }` was kept as `\frac { 1 } { }` without a word."""
+    for label, pretokenized in (("\\frac { 1 }", True), ("$\\frac{1}$", False), ("x ^", True)):
+        out = LabelCleaner()(sample(label, pretokenized))
+        assert isinstance(out, Drop) and out.reason == "bad_label" and " missing: the label" in out.detail
+        assert out.detail.startswith("test.tsv:3: ")
+
+
 def test_every_reason_is_documented():
     for code in ("multiline", "ocr_error_marker", "out_of_vocab_chars", "no_ink", "missing_image"):
         assert code in REASONS
@@ -169,7 +177,8 @@ def test_real_labels_drop_rates(shared_data):
         out = cleaner(sample(line))
         counts[out.reason if isinstance(out, Drop) else "kept"] += 1
     assert counts["kept"] / sum(counts.values()) > 0.99
-    assert set(counts) <= {"kept", "ocr_error_marker", "out_of_vocab_chars", "multiline"}
+    # bad_label: `\text { C_ }`, a subscript without its argument (1 line in 20,000)
+    assert set(counts) <= {"kept", "ocr_error_marker", "out_of_vocab_chars", "multiline", "bad_label"}
     with zipfile.ZipFile(shared_data / "crohme" / "crohme_offline.zip") as zf:
         captions = zf.read("data/train/caption.txt").decode("utf-8").splitlines()
     drops = [c for c in captions if isinstance(cleaner(sample(c.split("\t", 1)[1], True)), Drop)]

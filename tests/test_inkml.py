@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from texscribe.data.cleaning import REASONS
 from texscribe.data.readers import open_source
 from texscribe.data.readers.inkml import clean_truth, parse_inkml, parse_trace, read_inkml
 from texscribe.data.render_strokes import RenderOptions, render_strokes
@@ -254,13 +255,48 @@ def test_render_jitter_is_seeded_per_sample():
 
 def test_render_errors():
     with pytest.raises(ImageError, match="no trace points"):
+        render_strokes([np.empty((0, 2))], origin="x.inkml")
+    with pytest.raises(ImageError, match=r"x\.inkml: trace '1': coordinate nan is not finite"):
         render_strokes([np.empty((0, 2)), np.array([[np.nan, 1.0]])], origin="x.inkml")
+    with pytest.raises(ImageError, match=r"trace '0': coordinate 1e\+300 beyond"):
+        render_strokes([np.array([[0.0, 0.0], [1e300, 5.0]])])
     with pytest.raises(ImageError):
         render_strokes([np.zeros(3)])
     with pytest.raises(ValueError):
         RenderOptions(target_height=0)
     with pytest.raises(ValueError):
         RenderOptions(jitter=-1)
+
+
+@pytest.mark.parametrize(
+    ("traces", "detail"),
+    [
+        ('<trace id="t1">5 5</trace>', "all 1 point(s) at one place: a dot"),
+        ('<trace id="t1">5 5, 5 5</trace><trace id="t2">5 5</trace>', "all 3 point(s) at one place"),
+        (
+            '<trace id="t1">0 0, 10 40</trace><trace id="t2">1e300 5, 1e300 9</trace>',
+            "trace 't2': coordinate 1e+300",
+        ),
+        (
+            '<trace id="t1">0 0, 10 40</trace><trace id="t2">5 nan</trace>',
+            "trace 't2': coordinate nan is not",
+        ),
+        ('<trace id="t1">0 0, 10 40</trace><trace id="t2">900000 5</trace>', "the ink spans 2.25e+04 stroke"),
+    ],
+)
+def test_traces_that_cannot_show_the_label_are_skipped_with_a_reason(tmp_path, traces, detail):
+    """Issue 19 item 8: a 1-point trace became an 11x11 dot labelled `a+b`; 1e300 was drawn (all else a
+    speck). Such files are skipped as `bad_traces` naming the trace; a dot among strokes (`i`) is fine."""
+    path = tmp_path / "w.inkml"
+    path.write_text(inkml("$a+b$", traces), encoding="utf-8")
+    (item,) = read_inkml(path)
+    assert isinstance(item, Skipped) and item.reason == "bad_traces" and detail in item.detail
+    assert "bad_traces" in REASONS
+    path.write_text(
+        inkml("$i$", '<trace id="1">3 10, 3 30</trace><trace id="2">3 2</trace>'), encoding="utf-8"
+    )
+    (item,) = read_inkml(path)
+    assert isinstance(item, Sample) and item.load().max() == 255
 
 
 # --- real data ------------------------------------------------------------------------------------------

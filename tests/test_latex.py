@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -258,3 +260,31 @@ def test_vocab_build_encode_decode_and_save(tmp_path):
     assert Vocab.load(tmp_path / "vocab.json").itos == vocab.itos
     with pytest.raises(LabelError):
         Vocab.from_list(["x", "y"])
+
+
+@pytest.mark.parametrize(
+    ("label", "missing"),
+    [
+        ("\\frac { 1 }", "\\frac argument 2 of 2 missing"),
+        ("x ^", "^ argument missing"),
+        ("\\sqrt [ 3 ]", "\\sqrt argument missing"),
+        ("{ x _ } 2", "_ argument missing"),
+        ("\\mbox", "\\mbox argument missing"),
+        ("( x \\right", "\\right has no delimiter"),
+    ],
+)
+def test_a_label_missing_an_argument_is_an_error_not_completed(label, missing):
+    """Issue 19 item 8: `\\frac { 1 }` was kept as `\\frac { 1 } { }`, `x ^` as `x`: a label is never
+    completed silently. Model outputs and symbol names still are (`normalize`'s default)."""
+    for read in (split_label, parse_label):
+        with pytest.raises(LabelError, match=re.escape(missing)):
+            read(label)
+    assert normalize(tokenize("\\sqrt")) == ["\\sqrt", "{", "}"]
+    assert normalize_lenient(tokenize("\\frac{1}")) == ["\\frac", "{", "1", "}", "{", "}"]
+
+
+def test_labels_as_written_are_kept():
+    """An explicitly empty argument is what the label says; a lone `\\` piece in a tokenised label is the
+    control space of the im2markup scheme (19 real im2latex formulas end with one), dropped as spacing."""
+    assert split_label("\\frac { 1 } { }") == ["\\frac", "{", "1", "}", "{", "}"]
+    assert split_label("x \\ y \\") == ["x", "y"] == split_label("x \\, y \\;")

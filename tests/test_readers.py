@@ -99,6 +99,16 @@ def test_comer_zip_and_folder_give_the_same_records(tmp_path):
     assert results[0] == results[1]
 
 
+def test_comer_line_with_extra_tab_columns_is_malformed(tmp_path):
+    """Issue 19 item 8: `a1<TAB>x + 1<TAB>junk` was read as the label `x + 1 junk` and dropped as
+    "plain-language text"; which column is the label cannot be known, so the line is malformed."""
+    files = comer_files()
+    files["data/2014/caption.txt"] = "t1\tx + 1\tsome\tjunk\n"
+    samples, skipped = split_items(read_comer(write_zip(tmp_path / "c.zip", files), "2014"))
+    assert not samples and skipped["t1"].reason == "malformed_line"
+    assert "caption.txt:1: 4 TAB-separated columns, expected 2 (id<TAB>label)" in skipped["t1"].detail
+
+
 def test_comer_split_selection(tmp_path):
     folder, archive = both(tmp_path, comer_files())
     for path in (folder, archive):

@@ -92,6 +92,14 @@ class NormalizeOptions:
     drop_empty_scripts: bool = True  # x _ { } -> x
     split_glued_commands: bool = True  # \ltN -> < N (OCR output that lost a space)
     spelled_functions: bool = False  # l o g x -> \log x (handwriting truth typed without backslash)
+    # \frac { 1 } -> \frac { 1 } { } (model outputs, symbol names like `\sqrt`); off: LabelError, for
+    # dataset labels, which are never completed silently (`LABEL_OPTIONS`)
+    fill_missing_arguments: bool = True
+
+
+# How dataset labels are normalised (`parse_label`, `split_label`): a label that lacks an argument
+# (`\frac { 1 }`, `x ^`, `\right` at the end) is an error naming what is missing, not a guess.
+LABEL_OPTIONS = NormalizeOptions(fill_missing_arguments=False)
 
 
 # One-token spelling variants of the same glyph.
@@ -281,7 +289,7 @@ class _Canon:
         if tok in DROP_WITH_ARGS and (self.o.drop_spacing or tok in ("\\label", "\\color")):
             i += 1
             for _ in range(DROP_WITH_ARGS[tok]):
-                _, i = self.arg(nodes, i)
+                _, i = self.arg(nodes, i, owner=f"{tok} argument")
             return i
         if tok in ("\\left", "\\right"):
             return self.delimiter(nodes, i, out)
@@ -292,7 +300,7 @@ class _Canon:
             self.o.drop_fonts and tok in DROPPABLE_FONTS
         )
         if unwrap:
-            arg, i = self.arg(nodes, i + 1, base=bool(out) or base)
+            arg, i = self.arg(nodes, i + 1, base=bool(out) or base, owner=f"{tok} argument")
             out.extend(_text_tokens(arg) if tok in TEXT_COMMANDS else arg)
             return i
         if tok in ARITY:
@@ -302,8 +310,9 @@ class _Canon:
                 close = _closing_bracket(nodes, i)
                 out.extend(["[", *self.seq(nodes[i + 1 : close]), "]"])
                 i = close + 1
-            for _ in range(ARITY[tok]):
-                arg, i, braced = self.arg(nodes, i, with_braced=True)
+            for n in range(ARITY[tok]):
+                owner = f"{tok} argument {n + 1} of {ARITY[tok]}" if ARITY[tok] > 1 else f"{tok} argument"
+                arg, i, braced = self.arg(nodes, i, with_braced=True, owner=owner)
                 out.extend(["{", *arg, "}"] if braced or self.o.brace_arguments else arg)
             return i
         out.append(tok)
@@ -317,11 +326,18 @@ class _Canon:
                 i += 1
         return i
 
-    def arg(self, nodes: list, i: int, sup: bool = False, with_braced: bool = False, base: bool = False):
-        """The argument starting at `nodes[i]` (skipping spacing): (tokens, next index[, was it braced])."""
+    def arg(
+        self, nodes: list, i: int, sup: bool = False, with_braced: bool = False, base: bool = False,
+        owner: str = "",
+    ):  # fmt: skip
+        """The argument starting at `nodes[i]` (skipping spacing): (tokens, next index[, was it braced]).
+        None there: an empty one, or `LabelError` naming `owner` ("\\frac argument 2 of 2") unless
+        `fill_missing_arguments`."""
         while i < len(nodes) and isinstance(nodes[i], str) and self._invisible(nodes[i]):
             i += 1
         if i >= len(nodes):
+            if not self.o.fill_missing_arguments:
+                raise LabelError(f"{owner} missing: the label or its {{...}} group ends before it")
             result: tuple = ([], i, False)
         elif isinstance(nodes[i], _Group):
             result = (self.seq(nodes[i].items, sup, base), i + 1, True)
@@ -340,7 +356,9 @@ class _Canon:
         while i < len(nodes) and isinstance(nodes[i], str):
             tok = nodes[i]
             if tok in ("^", "_"):
-                arg, i, braced = self.arg(nodes, i + 1, sup=tok == "^", with_braced=True)
+                arg, i, braced = self.arg(
+                    nodes, i + 1, sup=tok == "^", with_braced=True, owner=f"{tok} argument"
+                )
                 parts.append((tok, arg, braced))
             elif tok in _PRIMES and self.o.fold_primes:
                 parts.append(("'", ["\\prime"], True))
@@ -377,6 +395,8 @@ class _Canon:
         if keep:
             out.append(nodes[i])
         i += 1
+        if not self.o.fill_missing_arguments and (i >= len(nodes) or not isinstance(nodes[i], str)):
+            raise LabelError(f"{nodes[i - 1]} has no delimiter after it")
         if i < len(nodes) and isinstance(nodes[i], str):
             delim = {"<": "\\langle", ">": "\\rangle"}.get(nodes[i], nodes[i])
             if delim != "." or keep:
@@ -463,17 +483,20 @@ def normalize_lenient(tokens: Sequence[str], options: NormalizeOptions | None = 
 def split_label(text: str, options: NormalizeOptions | None = None) -> list[str]:
     """Tokens of an already space-tokenised label (CROHME captions, im2latex .lst), normalised.
 
-    Pieces that glue several tokens (`\\left(`) are split; a lone `\\` is the control space.
+    Pieces that glue several tokens (`\\left(`) are split; a lone `\\` is the control space (im2markup
+    writes `\\ ` so; like all spacing it is dropped). `LabelError` when an argument is missing
+    (`LABEL_OPTIONS`, unless `options` says otherwise).
     """
     tokens: list[str] = []
     for piece in text.split():
         tokens.extend(["\\ "] if piece == "\\" else tokenize(piece))
-    return normalize(tokens, options)
+    return normalize(tokens, options or LABEL_OPTIONS)
 
 
 def parse_label(text: str, options: NormalizeOptions | None = None) -> list[str]:
-    """Tokens of a raw LaTeX label (`$...$` delimiters allowed), normalised."""
-    return normalize(tokenize(text), options)
+    """Tokens of a raw LaTeX label (`$...$` delimiters allowed), normalised; `LabelError` when an argument
+    is missing (`LABEL_OPTIONS`, unless `options` says otherwise)."""
+    return normalize(tokenize(text), options or LABEL_OPTIONS)
 
 
 class Vocab:

@@ -35,6 +35,8 @@ REASONS: dict[str, str] = {
     # from the InkML reader (texscribe.data.readers.inkml)
     "malformed_inkml": "InkML file with bad XML or unreadable trace data",
     "no_traces": "InkML file without pen traces",
+    "bad_traces": "InkML traces that cannot show the expression: a coordinate not finite or beyond 1e9, "
+    "all points at one place, or stray points far from the rest",
     "no_truth": "InkML file without a LaTeX truth annotation",
 }
 

@@ -20,6 +20,8 @@ import numpy as np
 from texscribe.errors import ImageError
 
 _SHIFT = 4  # cv2 fixed-point bits: points are drawn with 1/16 px precision
+MAX_COORDINATE = 1e9  # |x|, |y| beyond this is no digitiser's unit (the largest in CROHME: 26,406)
+MAX_SPREAD = 1000.0  # ink extent in reference stroke heights (the widest CROHME expression: 77)
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,14 @@ def render_strokes(
 ) -> np.ndarray:
     """Draw traces (each (N, 2) float x, y; y grows downwards) as uint8 (H, W), ink 255 on background 0.
 
-    Raises `ImageError` (naming `origin`) when there is no finite point to draw.
+    Raises `ImageError` (naming `origin`) when there is no point to draw, or a coordinate is not finite
+    or beyond `MAX_COORDINATE` (it would squeeze the rest of the ink into a dot).
     """
     opts = options or RenderOptions()
-    strokes = [_finite(t) for t in traces]
+    strokes = [_points(t) for t in traces]
+    problem = drawing_problem(strokes)
+    if problem:
+        raise ImageError(problem, source=origin)
     strokes = [t for t in strokes if len(t)]
     if not strokes:
         raise ImageError("no trace points to draw", source=origin)
@@ -110,12 +116,52 @@ def render_strokes(
     return canvas
 
 
-def _finite(trace: np.ndarray) -> np.ndarray:
+def drawing_problem(traces: Sequence[np.ndarray], ids: Sequence[str] | None = None) -> str | None:
+    """Why traces ((N, 2) x, y arrays) cannot be drawn faithfully, or None: a coordinate that is not
+    finite or is beyond `MAX_COORDINATE`. `ids` name the traces in the message (default: 0, 1, ...)."""
+    for n, trace in enumerate(traces):
+        points = _points(trace)
+        name = ids[n] if ids is not None else str(n)
+        if not np.isfinite(points).all():
+            return f"trace {name!r}: coordinate {points[~np.isfinite(points)][0]} is not finite"
+        if len(points) and np.abs(points).max() > MAX_COORDINATE:
+            return f"trace {name!r}: coordinate {np.abs(points).max():.3g} beyond +-{MAX_COORDINATE:.0e}"
+    return None
+
+
+def ink_problem(traces: Sequence[np.ndarray], ids: Sequence[str] | None = None) -> str | None:
+    """Why traces cannot show a written expression, or None: `drawing_problem`, no point at all, all
+    points at one place (a single dot), or points so far apart that the ink spans more than `MAX_SPREAD`
+    stroke heights (stray points: the drawing would shrink the expression to specks)."""
+    problem = drawing_problem(traces, ids)
+    if problem:
+        return problem
+    strokes = [p for p in (_points(t) for t in traces) if len(p)]
+    if not strokes:
+        return "no trace points"
+    points = np.concatenate(strokes)
+    if (points == points[0]).all():
+        return f"all {len(points)} point(s) at one place: a dot, not a written expression"
+    spread = np.ptp(points, axis=0).max() / _reference_height(strokes)
+    if spread > MAX_SPREAD:
+        return f"the ink spans {spread:.3g} stroke heights (more than {MAX_SPREAD:.0f}): stray points"
+    return None
+
+
+def _points(trace: np.ndarray) -> np.ndarray:
     t = np.asarray(trace, dtype=np.float64)
     if t.ndim != 2 or t.shape[1] < 2:
         raise ImageError(f"a trace must be an (N, 2) array of x, y points, got shape {t.shape}")
-    t = t[:, :2]
-    return t[np.isfinite(t).all(axis=1)]
+    return t[:, :2]
+
+
+def _reference_height(strokes: list[np.ndarray]) -> float:
+    """Mean height of the strokes that are not flat (minus signs, dots); the whole ink's larger side when
+    all are flat. 0 only for a single point."""
+    heights = np.array([np.ptp(t[:, 1]) for t in strokes])
+    mean = heights.mean()
+    reference = heights[heights >= 0.25 * mean].mean() if mean > 0 else 0.0
+    return float(reference) if reference > 0 else float(np.ptp(np.concatenate(strokes), axis=0).max())
 
 
 def _scale(strokes: list[np.ndarray], opts: RenderOptions) -> float:
@@ -127,11 +173,7 @@ def _scale(strokes: list[np.ndarray], opts: RenderOptions) -> float:
     if opts.target_height is not None:
         ink = max(opts.target_height - opts.line_width, 1.0)
         return ink / span[1] if span[1] > 0 else ink / max(span[0], 1e-9) if span[0] > 0 else 1.0
-    heights = np.array([np.ptp(t[:, 1]) for t in strokes])
-    mean = heights.mean()
-    reference = heights[heights >= 0.25 * mean].mean() if mean > 0 else 0.0
-    if reference <= 0:  # only flat strokes (a minus sign, a dot): size them by the whole expression
-        reference = span.max()
+    reference = _reference_height(strokes)  # only flat strokes (a minus sign): the whole expression
     return opts.stroke_height / reference if reference > 0 else 1.0
 
 

@@ -43,7 +43,7 @@ def choose_split(available: dict[str, str], split: str | None, source: str, layo
 def read_comer(path: str | Path, split: str | None = None) -> Iterator[Sample | Skipped]:
     """Yield one `Sample` per caption line with an image, and `Skipped` for every unusable item.
 
-    Skip reasons: `malformed_line` (no tab, empty id or label), `wrong_encoding` (a caption line that
+    Skip reasons: `malformed_line` (no tab, more than one, empty id or label), `wrong_encoding` (a caption line that
     does not decode; the others are read), `duplicate_id`, `missing_image` (caption without image),
     `missing_label` (image without caption). Images are read lazily.
     """
@@ -85,6 +85,11 @@ def _caption_samples(
         if not sample_id or not label:
             missing = "id" if not sample_id else "label"
             yield Skipped(sample_id or f"line{lineno}", source, "malformed_line", f"{where}: empty {missing}")
+            continue
+        if "\t" in label:  # which column is the label? Never guess (tokens are separated by spaces)
+            columns = label.count("\t") + 2
+            detail = f"{where}: {columns} TAB-separated columns, expected 2 (id<TAB>label)"
+            yield Skipped(sample_id, source, "malformed_line", detail)
             continue
         if sample_id in seen:
             yield Skipped(sample_id, source, "duplicate_id", f"{where}: id {sample_id!r} already captioned")

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from texscribe.data.readers.archive import Archive, sniff_encoding
-from texscribe.data.render_strokes import RenderOptions, render_strokes
+from texscribe.data.render_strokes import RenderOptions, ink_problem, render_strokes
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
 from texscribe.latex import to_latex, tokenize
@@ -240,7 +240,8 @@ def read_inkml(
 
     `path`: a zip or folder (`crohme_inkml/<split>/<id>.inkml`, any depth) or one `.inkml` file.
     `split`: the folder to read when there are several (`2014`, `train`), or `"all"`.
-    Skip reasons: `malformed_inkml` (bad XML / trace data), `no_traces`, `no_truth`, `duplicate_id`.
+    Skip reasons: `malformed_inkml` (bad XML / trace data), `no_traces`, `bad_traces` (see
+    `render_strokes.ink_problem`), `no_truth`, `duplicate_id`.
     """
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".inkml":
@@ -276,6 +277,9 @@ def _sample(
         return Skipped(sample_id, source, "malformed_inkml", str(exc))
     if not any(len(t) for t in doc.traces):
         return Skipped(sample_id, source, "no_traces", f"{origin}: no <trace> with points")
+    problem = ink_problem(doc.traces, doc.trace_ids)
+    if problem:  # drawn anyway it would be a dot or specks under a label that promises an expression
+        return Skipped(sample_id, source, "bad_traces", f"{origin}: {problem}")
     if not doc.truth:
         return Skipped(sample_id, source, "no_truth", f'{origin}: no <annotation type="truth"> with LaTeX')
 
