@@ -124,8 +124,8 @@ def test_a_line_in_a_wrong_encoding_does_not_stop_prepare(tmp_path, capsys):
     (other / "q.bmp").write_bytes(bmp(strokes(7)))
     (other / "list.tsv").write_bytes("image\tlatex\nq.bmp\t\\sqrt{2}\n".encode("utf-16"))
     out = tmp_path / "out"
-    code = main(["data", "prepare", f"{src}:train", str(other / "list.tsv"), "--out", str(out), "--workers", "1",
-                 "--no-progress"])  # fmt: skip
+    sources = [f"{src}:train", str(other / "list.tsv")]
+    code = main(["data", "prepare", *sources, "--out", str(out), "--workers", "1", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     ids = [r.id for r in PreparedDataset.open(out).records]
     assert ids == ["e1", "e2", "e3", "e4", "q"]

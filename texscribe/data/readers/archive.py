@@ -52,7 +52,7 @@ class Archive:
         return partial(self.read, name)
 
     def read_text(self, name: str) -> str:
-        """Decode a whole text member (see `decode_lines`); `InputError` naming the first bad line otherwise."""
+        """Decode a whole text member (see `decode_lines`); `InputError` naming its first bad line."""
         text = decode_lines(self.read(name))
         if text.bad:
             line, why = next(iter(text.bad.items()))
