@@ -90,8 +90,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: torch raises many types
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # corrupt or foreign file: torch raises many types, some with pages of text
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise ModelLoadError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "config" not in hp or "vocab" not in hp or "state_dict" not in ckpt:
         raise ModelLoadError(f"{path}: not a texscribe training checkpoint (no config/vocab/state_dict)")
