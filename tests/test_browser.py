@@ -2,6 +2,8 @@
 
 Draws strokes (mouse, and pen/touch pointer events), undoes one, uploads an image, and waits for
 LaTeX in the editor and the KaTeX preview; every request the page makes must stay on loopback.
+Clear must reset the whole page (also against a late answer), the pen width is shown, and a pointer
+move on a long drawing costs what it did on a short one (timed in the page).
 A screenshot goes to a tmp path, and to docs/screenshots/web.png when TEXSCRIBE_WEB_SCREENSHOT=1
 (then the shipped `default` model is used if it is installed).
 """
@@ -278,3 +280,126 @@ def test_paste_and_drop_images(page):
     assert wait_for_result(page) == pasted  # the same picture, pasted or dropped
     assert "dropped.png" in page.text_content("#drop-hint")
     assert page.external_requests == []
+
+
+def test_clear_resets_input_and_result(page, tmp_path):
+    """Clear leaves nothing behind: canvas, uploaded image, LaTeX, preview, confidence and status, and an
+    answer still on its way when Clear is pressed does not bring them back."""
+    page.uncheck("#auto")
+    draw(page, [(0.1, 0.5), (0.3, 0.4), (0.5, 0.6)])
+    page.click("#recognize")
+    wait_for_result(page)
+    sync_api.expect(page.locator("#status")).to_have_text(re.compile(r"^done in"))
+    assert page.text_content("#confidence") != ""
+
+    def assert_cleared():
+        assert ink_pixels(page) == 0
+        assert page.input_value("#latex") == ""
+        assert page.locator("#preview > *").count() == 0 and page.text_content("#preview") == ""
+        assert page.text_content("#confidence") == "" and page.get_attribute("#confidence", "title") == ""
+        assert page.text_content("#status") == ""
+        assert page.is_hidden("#upload-preview")
+        assert page.is_enabled("#recognize")
+
+    page.click("#clear")
+    assert_cleared()
+
+    image = tmp_path / "formula.png"
+    image.write_bytes(formula_png("y=x+1"))
+    page.set_input_files("#file-input", str(image))
+    wait_for_result(page)
+    page.click("#clear")
+    assert_cleared()
+
+    # Clear while a request is out: hold the request until after Clear, then let its answer arrive
+    history = page.locator("#history li").count()
+    held = []
+    page.route("**/v1/predict", lambda route: held.append(route))
+    draw(page, [(0.2, 0.5), (0.6, 0.5)])
+    page.click("#recognize")
+    sync_api.expect(page.locator("#status")).to_have_text(re.compile("recognising"))
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert held, "the page sent no request"
+    page.click("#clear")
+    with page.expect_response("**/v1/predict") as answer:
+        held[0].continue_()
+    assert answer.value.ok
+    page.wait_for_timeout(300)  # time for the page to handle the answer it should now ignore
+    assert_cleared()
+    assert page.locator("#history li").count() == history  # the ignored answer is not added to the history
+    assert page.external_requests == []
+    assert page.console_errors == []
+
+
+def test_pen_width_is_shown_and_used(page):
+    assert page.text_content("#width-value") == "5 px"
+    page.focus("#width")
+    page.keyboard.press("ArrowRight")
+    assert page.text_content("#width-value") == "6 px"
+    page.keyboard.press("Home")
+    assert page.text_content("#width-value") == "2 px"
+    draw(page, [(0.1, 0.3), (0.9, 0.3)])
+    thin = ink_pixels(page)
+    page.click("#clear")
+    page.focus("#width")
+    page.keyboard.press("End")
+    assert page.text_content("#width-value") == "16 px"
+    draw(page, [(0.1, 0.3), (0.9, 0.3)])
+    assert ink_pixels(page) > 5 * thin > 0  # the width shown is the width drawn
+
+
+LONG_DRAWING = """({strokes, moves, block}) => {
+    // a long formula: `strokes` wavy strokes of `moves` pointer moves each. Moves are timed in blocks of
+    // `block` (performance.now() is coarse, a move is fast), each block ending with a one-pixel read that
+    // makes the canvas finish painting, so the time covers painting and not only queuing the draw calls.
+    const pad = document.getElementById('pad');
+    const g = pad.getContext('2d');
+    const r = pad.getBoundingClientRect();
+    const ev = (type, x, y) => pad.dispatchEvent(new PointerEvent(type, {
+        pointerId: 3, pointerType: 'mouse', pressure: 0.5, isPrimary: true, button: 0, buttons: 1,
+        bubbles: true, cancelable: true, clientX: r.left + x * r.width, clientY: r.top + y * r.height }));
+    const times = [];
+    let t0 = performance.now(), n = 0;
+    for (let s = 0; s < strokes; s++) {
+        const y0 = 0.1 + 0.8 * (s + 0.5) / strokes;
+        ev('pointerdown', 0.05, y0);
+        for (let i = 1; i <= moves; i++) {
+            ev('pointermove', 0.05 + 0.9 * i / moves, y0 + 0.04 * Math.sin(i / 4));
+            if (++n % block === 0) {
+                g.getImageData(0, 0, 1, 1);
+                times.push((performance.now() - t0) / block);
+                t0 = performance.now();
+            }
+        }
+        ev('pointerup', 0.95, y0);
+        t0 = performance.now();  // pointerup/down are not moves
+    }
+    return times;
+}"""
+
+CANVAS_DIGEST = """() => {
+    const c = document.getElementById('pad');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let h = 0;
+    for (let i = 0; i < d.length; i += 4) h = (Math.imul(h, 31) + d[i]) | 0;
+    return h;
+}"""
+
+
+def test_long_drawing_costs_the_same_per_move(page):
+    """Each pointer move paints only its new segment: with 600 points on the canvas, the last 100 moves
+    cost about what the first 100 did (the old page repainted every stroke on every move)."""
+    page.uncheck("#auto")
+    per_move = page.evaluate(LONG_DRAWING, {"strokes": 6, "moves": 100, "block": 10})  # ms, per block
+    assert len(per_move) == 60
+    first, last = sorted(per_move[:10])[5], sorted(per_move[-10:])[5]
+    assert last <= 2.0 * first + 0.05, f"median move: first 100 {first:.4f} ms, last 100 {last:.4f} ms"
+    # what was painted live is exactly what a full repaint (undo, ink colour) paints
+    live = page.evaluate(CANVAS_DIGEST)
+    page.select_option("#ink", "light")
+    page.select_option("#ink", "dark")
+    assert page.evaluate(CANVAS_DIGEST) == live
+    assert ink_pixels(page) > 10_000
+    assert page.console_errors == []

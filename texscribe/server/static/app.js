@@ -11,7 +11,10 @@ const pad = $("pad");
 const ctx = pad.getContext("2d");
 
 // ------------------------------------------------------------------------------------------ drawing
-// Strokes are kept as point lists so undo can redraw; coordinates are canvas pixels.
+// Strokes are kept as point lists so undo can redraw; coordinates are canvas pixels. While drawing, each
+// pointer move paints only its new segments, so a move costs the same after 10 points or 1,000; the
+// whole picture is repainted only when it changes as a whole (undo, clear, ink colour). Both paths paint
+// the same dot + one path per segment, so a repaint gives exactly the pixels drawn live.
 const strokes = [];
 let current = null;
 let autoTimer = null;
@@ -32,12 +35,24 @@ function redraw() {
 }
 
 function drawStroke(s) {
-  ctx.lineWidth = s.width;
+  drawDot(s.points[0], s.width);
+  for (let i = 1; i < s.points.length; i++) drawSegment(s.points[i - 1], s.points[i], s.width);
+}
+
+function drawDot(p, width) {
+  drawSegment(p, { x: p.x + 0.1, y: p.y }, width); // a zero-length path paints nothing; round caps make a dot
+}
+
+function drawSegment(a, b, width) {
+  ctx.lineWidth = width;
   ctx.beginPath();
-  ctx.moveTo(s.points[0].x, s.points[0].y);
-  for (const p of s.points.slice(1)) ctx.lineTo(p.x, p.y);
-  if (s.points.length === 1) ctx.lineTo(s.points[0].x + 0.1, s.points[0].y);
+  ctx.moveTo(a.x, a.y);
+  ctx.lineTo(b.x, b.y);
   ctx.stroke();
+}
+
+function showPenWidth() {
+  $("width-value").textContent = `${$("width").value} px`;
 }
 
 function toCanvas(ev) {
@@ -59,14 +74,17 @@ pad.addEventListener("pointerdown", (ev) => {
   const width = Number($("width").value) * (ev.pointerType === "pen" ? 0.5 + ev.pressure : 1);
   current = { width, points: [toCanvas(ev)], id: ev.pointerId };
   strokes.push(current);
-  redraw();
+  drawDot(current.points[0], width);
 });
 
 pad.addEventListener("pointermove", (ev) => {
   if (!current || ev.pointerId !== current.id) return;
   const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-  for (const e of events.length ? events : [ev]) current.points.push(toCanvas(e));
-  redraw();
+  for (const e of events.length ? events : [ev]) {
+    const p = toCanvas(e);
+    drawSegment(current.points[current.points.length - 1], p, current.width);
+    current.points.push(p);
+  }
 });
 
 function endStroke(ev) {
@@ -82,11 +100,21 @@ $("undo").addEventListener("click", () => {
   redraw();
 });
 $("clear").addEventListener("click", () => {
+  // a fresh start: no strokes, no image, and nothing left from the last result or a request still out
+  clearTimeout(autoTimer);
   strokes.length = 0;
+  current = null;
   redraw();
   clearUpload();
+  inFlight++; // an answer still on its way is for the cleared input: drop it
+  $("recognize").disabled = false;
+  $("latex").value = "";
+  render();
+  showConfidence(null);
+  setStatus("");
 });
 $("ink").addEventListener("change", redraw);
+$("width").addEventListener("input", showPenWidth);
 document.addEventListener("keydown", (ev) => {
   if ((ev.ctrlKey || ev.metaKey) && ev.key === "z" && document.activeElement !== $("latex")) {
     ev.preventDefault();
@@ -193,11 +221,21 @@ $("recognize").addEventListener("click", recognize);
 function showResult(r) {
   $("latex").value = r.latex;
   render();
+  showConfidence(r);
+}
+
+function showConfidence(r) {
+  const el = $("confidence");
+  if (!r) {
+    el.textContent = "";
+    el.title = "";
+    el.classList.remove("error");
+    return;
+  }
   const pct = (p) => `${(100 * p).toFixed(1)}%`;
-  $("confidence").textContent =
-    `confidence: weakest token ${pct(r.min_prob)} · mean ${pct(r.score)} · beam ${r.beam} · ${r.tokens.length} tokens`;
-  $("confidence").title = "token probabilities the model gave its own output; low values flag results to check";
-  $("confidence").classList.toggle("error", r.min_prob < 0.3);
+  el.textContent = `confidence: weakest token ${pct(r.min_prob)} · mean ${pct(r.score)} · beam ${r.beam} · ${r.tokens.length} tokens`;
+  el.title = "token probabilities the model gave its own output; low values flag results to check";
+  el.classList.toggle("error", r.min_prob < 0.3);
 }
 
 function setStatus(text, bad = false) {
@@ -209,9 +247,13 @@ function setStatus(text, bad = false) {
 function render() {
   const el = $("preview");
   const tex = $("latex").value;
+  if (!tex.trim()) {
+    el.replaceChildren(); // nothing to show (KaTeX would leave an empty formula box)
+    return;
+  }
   if (!window.katex) {
     // KaTeX missing (e.g. a stripped install): still show the text, say why there is no rendering
-    el.textContent = tex ? `${tex}  (preview unavailable: KaTeX not loaded)` : "";
+    el.textContent = `${tex}  (preview unavailable: KaTeX not loaded)`;
     return;
   }
   katex.render(tex, el, { displayMode: true, throwOnError: false, strict: "ignore" });
@@ -293,5 +335,6 @@ async function showModelInfo() {
 }
 
 redraw();
+showPenWidth();
 showHistory();
 showModelInfo();
