@@ -18,7 +18,7 @@ from texscribe import inference
 from texscribe.checkpoint import save_model_file
 from texscribe.config import load_config
 from texscribe.decoding import Hypothesis
-from texscribe.errors import ImageError, ModelLoadError
+from texscribe.errors import ConfigError, ImageError, ModelLoadError
 from texscribe.latex import Vocab, to_latex
 from texscribe.models.registry import build_model
 
@@ -139,6 +139,27 @@ def test_api_refuses_devices_and_fifos_like_the_cli(recognizer, tmp_path):
         assert err.value.source == path
     outcomes = list(inference.iter_predictions(recognizer, [(p, p) for p in paths], max_len=4))
     assert all(o.prediction is None and "not a regular file" in o.error for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_len": 0}, "max_len must be >= 1 (tokens), got 0"),
+        ({"beam": 0}, "beam must be >= 1 (1 = greedy), got 0"),
+        ({"batch_size": -1}, "batch_size must be >= 1 (images per batch), got -1"),
+        ({"beam": "3"}, "beam must be an integer >= 1 (1 = greedy), got '3'"),
+        ({"max_len": 2.5}, "max_len must be an integer >= 1 (tokens), got 2.5"),
+        ({"beam": True}, "beam must be an integer >= 1 (1 = greedy), got True"),
+    ],
+)
+def test_decoding_arguments_out_of_range_are_config_errors(recognizer, kwargs, message):
+    # issue 19 leftover: max_len=0 returned empty outputs and beam=0 a ValueError from deep in decoding
+    image = formula_image("x+1")
+    with pytest.raises(ConfigError) as err:
+        recognizer.predict(image, **kwargs)
+    assert str(err.value) == message
+    with pytest.raises(ConfigError):
+        recognizer.predict_images([np.zeros((16, 16), np.float32)], **kwargs)
 
 
 def test_an_empty_reading_scores_zero(recognizer):

@@ -196,6 +196,28 @@ def load_model(
     return Recognizer(loaded, device=device, max_pixels=max_pixels)
 
 
+# decoding argument -> (smallest valid value, what it means); the CLI checks its flags against this table
+DECODE_MINIMUMS = {
+    "beam": (1, "1 = greedy"),
+    "max_len": (1, "tokens"),
+    "batch_size": (1, "images per batch"),
+}
+
+
+def check_minimum(label: str, value: Any, low: int, meaning: str) -> None:
+    """`ConfigError` naming `label` (`beam`, `--max-len`) unless `value` is an integer (not a bool) >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{label} must be an integer >= {low} ({meaning}), got {value!r}")
+    if value < low:
+        raise ConfigError(f"{label} must be >= {low} ({meaning}), got {value}")
+
+
+def check_decode_args(**values: Any) -> None:
+    """`ConfigError` naming the first of `beam`, `max_len`, `batch_size` whose value is out of range."""
+    for name, value in values.items():
+        check_minimum(name, value, *DECODE_MINIMUMS[name])
+
+
 class Recognizer:
     """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `prepare` (pure)."""
 
@@ -240,8 +262,10 @@ class Recognizer:
         """Recognise one input (-> Prediction) or a list of inputs (-> list in the same order).
 
         Inputs: file path, encoded bytes, PIL image or ndarray. The first unusable input raises `ImageError`
-        naming it; use `prepare` + `predict_images` to skip bad inputs instead.
+        naming it; use `prepare` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
+        `max_len` that is not an integer >= 1 raises `ConfigError` naming it.
         """
+        check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len)  # before any image is read
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         arrays, sources, prep = [], [], []
@@ -288,6 +312,7 @@ class Recognizer:
 
         from texscribe.decoding import decode
 
+        check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len)
         sources = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
         prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l

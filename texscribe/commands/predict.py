@@ -58,7 +58,8 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
     Folders contribute their image files (by suffix) sorted by path; globs their matches sorted; an
     `@list.txt` its lines (blank lines and `#` comments ignored). An explicitly named file is kept whatever
-    its suffix, so a mislabelled or corrupt file is reported by the loader rather than silently dropped.
+    its suffix or kind (a device or FIFO too), so a mislabelled, corrupt or special file is reported by the
+    loader, which says what is wrong with it, rather than dropped or called missing.
     """
     paths: list[str] = []
     problems: list[tuple[str, str]] = []
@@ -81,7 +82,7 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             if not found:
                 problems.append((spec, "folder holds no image files"))
             paths += found
-        elif Path(spec).is_file():
+        elif Path(spec).exists():  # a file, or a device/FIFO that the loader refuses as "not a regular file"
             paths.append(spec)
         elif glob.has_magic(spec):
             found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
@@ -93,22 +94,19 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return paths, problems
 
 
-# flag -> (smallest valid value, what it means); checked before any work
-FLAG_MINIMUMS = {
-    "beam": (1, "1 = greedy"),
-    "max_len": (1, "tokens"),
-    "batch_size": (1, "images per batch"),
-    "workers": (0, "loading threads"),
-    "threads": (1, "torch CPU threads; leave it out to use all available"),
-}
-
-
 def check_args(args: argparse.Namespace) -> None:
     """`ConfigError` naming the first flag whose value is out of range, or an --output that cannot be written."""
-    for name, (low, meaning) in FLAG_MINIMUMS.items():
+    from texscribe.inference import DECODE_MINIMUMS, check_minimum
+
+    minimums = {
+        **DECODE_MINIMUMS,
+        "workers": (0, "loading threads"),
+        "threads": (1, "torch CPU threads; leave it out to use all available"),
+    }
+    for name, (low, meaning) in minimums.items():
         value = getattr(args, name)
-        if value is not None and value < low:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low} ({meaning}), got {value}")
+        if value is not None:
+            check_minimum(f"--{name.replace('_', '-')}", value, low, meaning)
     if args.output:
         out = Path(args.output)
         if out.is_dir():
