@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -164,3 +165,17 @@ def test_out_of_range_flags_are_one_line_errors(folder, flags, message, capsys):
 def test_output_that_is_a_folder_is_a_clean_error(folder, capsys):
     assert main(["predict", str(folder / "img0.png"), "-o", str(folder)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_named_devices_and_fifos_reach_the_loader(model_path, folder, capsys):
+    # issue 19 leftover: /dev/zero and FIFOs were reported as "no such file or folder", which they are not
+    fifo = folder / "pipe.png"
+    os.mkfifo(fifo)
+    specials = [str(fifo)] + (["/dev/zero"] if os.path.exists("/dev/zero") else [])
+    assert expand_inputs(specials) == (specials, [])
+    rc = main(["predict", *specials, str(folder / "img0.png"), "--model", str(model_path), *MAX_LEN])
+    err = capsys.readouterr().err
+    assert rc == 1
+    for path in specials:
+        assert f"skipped {path}: not a regular file" in err
