@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from texscribe.errors import LabelError
 from texscribe.latex import (
+    MAX_NESTING,
     NormalizeOptions,
     Vocab,
     normalize,
@@ -288,3 +289,26 @@ def test_labels_as_written_are_kept():
     control space of the im2markup scheme (19 real im2latex formulas end with one), dropped as spacing."""
     assert split_label("\\frac { 1 } { }") == ["\\frac", "{", "1", "}", "{", "}"]
     assert split_label("x \\ y \\") == ["x", "y"] == split_label("x \\, y \\;")
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "{" * 2000 + "x" + "}" * 2000,
+        "\\sqrt" * 1000 + " x",
+        "x" + "^" * 400 + "2",
+        "\\frac{" * 500 + "x" + "}{y}" * 500,
+    ],
+)
+def test_deep_nesting_is_a_label_error_not_a_recursion_error(label):
+    """Found by benchmarks/fuzz_inputs.py: a caption nested a few hundred levels deep made `data prepare`
+    die with RecursionError (the canonicaliser recurses once per level)."""
+    with pytest.raises(LabelError, match=f"nested {MAX_NESTING} or more levels deep"):
+        parse_label(label)
+    assert normalize_lenient(tokenize(label)) == tokenize(label)  # model outputs are scored as emitted
+
+
+def test_the_nesting_bound_is_far_above_real_formulas():
+    deep = "{" * 40 + "x" + "}" * 40  # real captions nest at most ~12 levels
+    assert parse_label(deep) == ["x"]
+    assert parse_label("\\sqrt" * 40 + " x")[-42:-40] == ["{", "x"]

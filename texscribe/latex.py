@@ -186,6 +186,9 @@ _PRIMES = {"'", "\\prime"}
 _GLUE_RE = re.compile(r"(\\[a-zA-Z]+?)([A-Z][a-zA-Z]*)")
 
 
+MAX_NESTING = 100  # levels of groups/arguments/scripts inside each other; real formulas reach about 12
+
+
 @dataclass
 class _Group:
     """A `{ ... }` group in the parse tree."""
@@ -228,6 +231,7 @@ class _Canon:
 
     def __init__(self, opts: NormalizeOptions):
         self.o = opts
+        self.depth = 0  # items being written, one inside the other
 
     def seq(self, nodes: list, sup: bool = False, base: bool = False) -> list[str]:
         """Canonical tokens of a node list.
@@ -267,7 +271,23 @@ class _Canon:
         return SYNONYMS.get(tok, [tok])
 
     def item(self, nodes: list, i: int, out: list[str], sup: bool, base: bool = False) -> int:
-        """Write the item starting at `nodes[i]` (a token with its arguments, a group, or scripts) to `out`."""
+        """Write the item starting at `nodes[i]` (a token with its arguments, a group, or scripts) to `out`.
+
+        Every level of nesting (a group, an argument, a script) passes through here, so the depth is
+        bounded here: `LabelError` past `MAX_NESTING` levels, instead of a RecursionError.
+        """
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise LabelError(
+                    f"nested {MAX_NESTING} or more levels deep (groups, arguments or scripts inside each "
+                    "other); no formula is, so this is not one"
+                )
+            return self._item(nodes, i, out, sup, base)
+        finally:
+            self.depth -= 1
+
+    def _item(self, nodes: list, i: int, out: list[str], sup: bool, base: bool) -> int:
         node = nodes[i]
         if isinstance(node, _Group):
             if not self.o.drop_group_braces:
