@@ -161,6 +161,22 @@ def test_im2markup_reader(tmp_path):
         assert list(train) == ["p1"]
 
 
+def test_im2markup_odd_indices_and_bare_names(tmp_path):
+    """Found by benchmarks/fuzz_inputs.py: an index '²' passed str.isdigit() and int() raised ValueError,
+    aborting data prepare; a line without an index was skipped under 'p5.png', not its id 'p5'."""
+    files = im2markup_files("")
+    files["im2latex_validate_filter.lst"] = "p0.png \u00b2\np1.png \u0663\np2.png -1\np5.png\np3.png 1\n"
+    items = list(read_im2markup(write_tree(tmp_path, files), "validate"))
+    reasons = [(s.id, s.reason) for s in items if isinstance(s, Skipped)]
+    assert reasons == [
+        ("p0", "bad_index"),
+        ("p1", "bad_index"),
+        ("p2", "bad_index"),
+        ("p5", "malformed_line"),
+    ]
+    assert [s.id for s in items if isinstance(s, Sample)] == ["p3"]
+
+
 def test_im2markup_requires_formulas_file(tmp_path):
     files = im2markup_files("")
     del files["im2latex_formulas.norm.lst"]

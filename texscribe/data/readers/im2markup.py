@@ -96,12 +96,13 @@ def _listed_samples(
         if not line:
             continue
         cells = line.split()
+        sample_id = PurePosixPath(cells[0]).stem
         if len(cells) < 2:
-            yield Skipped(cells[0], source, "malformed_line", f"{where}: expected '<image> <line index>'")
+            yield Skipped(sample_id, source, "malformed_line", f"{where}: expected '<image> <line index>'")
             continue
         image_file, index = cells[0], cells[1]
-        sample_id = PurePosixPath(image_file).stem
-        if not index.isdigit() or int(index) >= len(formulas.lines):
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+        if not (index.isascii() and index.isdigit()) or int(index) >= len(formulas.lines):
             yield Skipped(
                 sample_id,
                 source,
