@@ -5,8 +5,9 @@
 places a bank glyph of each symbol in its box (`compose`), and rasterises all pen strokes with
 `texscribe.data.render_strokes` the way the CROHME offline bitmaps look: the mean height of the pen
 strokes normalised to ~28 px, binary white ink ~3.7 px wide on black, cropped to the ink with a 4 px
-margin (uint8 (H, W)). Fraction bars are a writer's minus sign stretched to the bar's length and slightly
-bowed; roots are a bank `\\sqrt` stretched over the radical and its overbar.
+margin (uint8 (H, W)). Fraction bars are a writer's minus sign stretched over the numerator and
+denominator as drawn, slightly bowed; roots are a bank `\\sqrt` whose sign keeps its shape and whose
+overbar stretches over the radicand as drawn.
 """
 
 from __future__ import annotations
