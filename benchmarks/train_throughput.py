@@ -1,22 +1,28 @@
 """Training throughput on this machine: images/s of full optimizer steps, per preset, on real batches.
 
-    python benchmarks/train_throughput.py [--presets tiny model2 default] [--data DIR] [--batches 6] [--repeats 3]
+    python benchmarks/train_throughput.py [--presets small base] [--precisions 32-true bf16-mixed] [--data DIR]
+        [--batches 6] [--repeats 3] [--json PATH]
 
 Batches are built exactly as training builds them (`LatexDataset` + `SizeBucketBatchSampler` under each
-preset's pixel budget) from a prepared dataset: `--data DIR`, else the first 256 CROHME train samples
-prepared into a temporary folder from ../shared/data, else synthetic formula-like images (said so in the
-output). Two numbers per preset:
-- train img/s: forward + backward + AdamW step + zero_grad on pre-collated batches, median over
-  `--repeats` passes of `--batches` batches (after one warm-up batch); this is what bounds a CPU run;
-  img/CPU-s divides by the process's CPU time instead of wall time, so other load on the machine
-  does not distort it;
-- data img/s: loading + augmentation (the preset's `data.augment`) + preprocessing + collate in one
-  process, to judge whether `data.num_workers` needs to be > 0.
+preset's pixel budget, padded into the preset's `data.size_buckets` shapes or `--buckets K`) from a
+prepared dataset: `--data DIR`, else the first 256 CROHME train samples prepared into a temporary folder
+from ../shared/data, else synthetic formula-like images (said so in the output). Per preset and precision
+(`32-true`, `bf16-mixed` = bf16 autocast as Lightning runs it), in the same run:
+- img/s: forward + backward + AdamW step on pre-collated batches, median over `--repeats` passes of
+  `--batches` batches each, every pass on batches not seen before (as in an epoch: new shapes cost kernel
+  set-up in oneDNN, which repeated batches would hide); img/CPU-s divides by the process's CPU time instead,
+  so other load on the machine distorts it less;
+- GFLOP/img counted by `torch.utils.flop_counter.FlopCounterMode` on the timed batches (forward + backward),
+  achieved TFLOPS = img/s x GFLOP/img, and that as a fraction of the machine's measured 2048^2 matmul peak
+  of the same dtype (measured at the start of the run);
+- data img/s: loading + augmentation + preprocessing + collate in one process, to judge whether
+  `data.num_workers` needs to be > 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -73,54 +79,94 @@ def synthetic(root: Path, n: int = 256) -> PreparedDataset:
     return PreparedDataset.open(root)
 
 
-def measure(preset: str, data: PreparedDataset, n_batches: int, repeats: int) -> dict[str, float]:
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Measured TFLOPS of an n x n matmul in `dtype` (median of `repeats` timed products)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def measure(
+    preset: str, precision: str, data: PreparedDataset, n_batches: int, repeats: int, buckets: int | None
+) -> dict[str, float]:
+    """One preset at one precision: a training step as Lightning runs it (autocast for bf16-mixed, the
+    module's AdamW flavour, gradient clipping) on real augmented batches. Every timed pass trains on batches
+    it has not seen, as an epoch does: batch shapes change from step to step unless size buckets fix them,
+    and oneDNN builds kernels per new shape (in bf16 that costs as much as the step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from texscribe.data.datamodule import learn_size_buckets
     from texscribe.models.registry import count_parameters
     from texscribe.training.lit_module import LitImageToLatex
 
     cfg = load_config(preset)
+    k = cfg.data.size_buckets if buckets is None else (buckets or None)
     torch.manual_seed(0)
     module = LitImageToLatex(cfg.to_dict(), data.vocab.itos)
     module.train()
     augment = build_augmenter(cfg.data.augment, seed=0)
     dataset = LatexDataset([data], data.vocab, cfg.data, augment=augment, seed=0, name=preset)
+    shapes = learn_size_buckets(dataset.sizes, k) if k else None
     sampler = SizeBucketBatchSampler(
-        dataset.sizes, cfg.data.batch_max_pixels, cfg.data.batch_max_size, seed=0
+        dataset.sizes, cfg.data.batch_max_pixels, cfg.data.batch_max_size, seed=0, buckets=shapes
     )
-    indices = list(sampler)[: n_batches + 1]
+    indices = list(sampler)[: 1 + n_batches * repeats]
 
     started = time.perf_counter()
-    batches = [collate([dataset[i] for i in b], cfg.train.bidirectional) for b in indices]
+    batches = [collate([dataset[i] for i in b], cfg.train.bidirectional, shapes) for b in indices]
     data_rate = sum(len(b) for b in batches) / (time.perf_counter() - started)
+    passes = [batches[1 + r * n_batches : 1 + (r + 1) * n_batches] for r in range(repeats)]
 
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=cfg.train.label_smoothing)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
     def step(batch) -> None:  # noqa: ANN001
-        logits, tgt = module.logits(batch, both_directions=True)
-        loss = loss_fn(logits.flatten(0, 1), tgt.flatten())
+        with autocast:
+            logits, tgt = module.logits(batch, both_directions=True)
+        loss = loss_fn(logits.flatten(0, 1).float(), tgt.flatten())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip or 1e9)
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     step(batches[0])  # warm-up (allocator, first-call overheads)
     rates, cpu_rates = [], []
-    n_images = sum(len(b) for b in batches[1:])
-    for _ in range(repeats):
+    for timed in passes:
+        n_images = sum(len(b) for b in timed)
         started, cpu_started = time.perf_counter(), time.process_time()
-        for batch in batches[1:]:
+        for batch in timed:
             step(batch)
         rates.append(n_images / (time.perf_counter() - started))
         cpu_rates.append(n_images / (time.process_time() - cpu_started))
+    counter = FlopCounterMode(display=False)
+    with counter:  # forward + backward FLOPs of every timed batch, counted by torch, not estimated
+        for batch in batches[1:]:
+            step(batch)
+    gflop_per_img = counter.get_total_flops() / sum(len(b) for b in batches[1:]) / 1e9
     sizes = [tuple(b.images.shape[2:]) for b in batches[1:]]
+    distinct = len(set(tuple(b.images.shape) for b in batches[1:]))
+    img_s = statistics.median(rates)
     return {
         "params": count_parameters(module.model),
         "batch": statistics.mean(len(b) for b in batches[1:]),
+        "shapes": distinct,
         "pixels": statistics.mean(h * w for h, w in sizes),
-        "train": statistics.median(rates),
-        "spread": (max(rates) - min(rates)) / statistics.median(rates),
+        "img_s": img_s,
+        "spread": (max(rates) - min(rates)) / img_s,
         "cpu": statistics.median(cpu_rates),
         "data": data_rate,
+        "gflop_per_img": gflop_per_img,
+        "tflops": img_s * gflop_per_img / 1000,
     }
 
 
@@ -128,30 +174,64 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--presets", nargs="+", default=["tiny", "model2", "default"])
+    parser.add_argument("--presets", nargs="+", default=["small", "base"])
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--data", help="prepared dataset folder (default: 256 CROHME train samples)")
-    parser.add_argument("--batches", type=int, default=6, help="timed batches per pass")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per pass")
     parser.add_argument("--repeats", type=int, default=3, help="passes; the median is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--buckets",
+        type=int,
+        default=None,
+        help="size buckets k (0 = none; default: each preset's data.size_buckets)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    results: dict[str, object] = {"peak_tflops": peaks}
     with tempfile.TemporaryDirectory() as tmp:
         data, what = find_data(args.data, Path(tmp))
-        print(f"data: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-        header = f"{'preset':<10}{'params':>10}{'imgs/batch':>12}{'padded px/img':>15}{'train img/s':>13}{'spread':>8}{'img/CPU-s':>11}{'data img/s':>12}"
+        print(f"data: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(
+            f"measured 2048x2048 matmul peak: bf16 {peaks['bf16']:.2f} TFLOPS, fp32 {peaks['fp32']:.2f} TFLOPS\n"
+        )
+        header = (
+            f"{'preset':<8}{'precision':<12}{'params':>11}{'img/batch':>10}{'shapes':>7}{'px/img':>9}{'GFLOP/img':>10}"
+            f"{'img/s':>8}{'spread':>7}{'TFLOPS':>8}{'% peak':>7}{'vs fp32':>8}{'img/CPU-s':>10}{'data img/s':>11}"
+        )
         print(header)
         print("-" * len(header))
         for preset in args.presets:
-            r = measure(preset, data, args.batches, args.repeats)
-            print(
-                f"{preset:<10}{r['params']:>10,}{r['batch']:>12.1f}{r['pixels']:>15,.0f}"
-                f"{r['train']:>13.2f}{r['spread']:>7.0%}{r['cpu']:>11.2f}{r['data']:>12.1f}",
-                flush=True,
-            )
-    print("\ntrain img/s: median over passes; spread = (max - min) / median of the passes.")
-    print("img/CPU-s: images per second of this process's CPU time (all threads): robust to other load;")
-    print("  on an otherwise idle machine, train img/s is about img/CPU-s x the threads torch can keep busy.")
+            per_precision: dict[str, dict[str, float]] = {}
+            for precision in args.precisions:
+                r = measure(preset, precision, data, args.batches, args.repeats, args.buckets)
+                per_precision[precision] = r
+                peak = peaks["bf16" if precision.startswith("bf16") else "fp32"]
+                base = per_precision.get("32-true")
+                ratio = f"{r['img_s'] / base['img_s']:.2f}x" if base else "-"
+                print(
+                    f"{preset:<8}{precision:<12}{r['params']:>11,}{r['batch']:>10.1f}{r['shapes']:>7}{r['pixels']:>9,.0f}"
+                    f"{r['gflop_per_img']:>10.2f}{r['img_s']:>8.1f}{r['spread']:>6.0%}{r['tflops']:>8.3f}"
+                    f"{r['tflops'] / peak:>7.0%}{ratio:>8}{r['cpu']:>10.1f}{r['data']:>11.1f}",
+                    flush=True,
+                )
+            results[preset] = {
+                p: {k: r[k] for k in ("img_s", "gflop_per_img", "tflops", "params")}
+                for p, r in per_precision.items()
+            }
+    print(
+        "\nimg/s: median over passes of full optimizer steps, each pass on new batches; spread = (max - min) / median."
+    )
+    print("shapes: distinct (B, C, H, W) input shapes among the timed batches (size buckets bound them).")
+    print("GFLOP/img: forward + backward FLOPs counted by torch.utils.flop_counter on the timed batches.")
+    print("% peak: achieved TFLOPS over the measured matmul peak of the same dtype (bf16 for bf16-mixed).")
+    print("img/CPU-s: images per second of this process's CPU time (all threads): robust to other load.")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
     return 0
 
 

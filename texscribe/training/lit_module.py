@@ -57,7 +57,8 @@ class LitImageToLatex(L.LightningModule):
         tgt_in, tgt_out = batch.tgt_in, batch.tgt_out
         if both_directions and batch.tgt_in_r2l is not None:
             b = len(batch)
-            memory = memory.index_select(torch.arange(2 * b, device=tgt_in.device) % b)
+            if not getattr(model.decoder, "repeats_memory", False):  # else the decoder shares it itself
+                memory = memory.index_select(torch.arange(2 * b, device=tgt_in.device) % b)
             tgt_in = torch.cat([tgt_in, batch.tgt_in_r2l])
             tgt_out = torch.cat([tgt_out, batch.tgt_out_r2l])
         tf = self.config.train.teacher_forcing
@@ -165,10 +166,14 @@ class LitImageToLatex(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         name = optim.name.lower()
+        # Fused (one kernel for all tensors) or multi-tensor Adam instead of a dozen elementwise ops per tensor.
+        # Lightning refuses gradient clipping with a fused optimizer under mixed precision (it assumes the
+        # optimizer unscales gradients itself), so clipping runs use the multi-tensor path.
+        fast = {"fused": True} if not self.config.train.grad_clip else {"foreach": True}
         if name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=optim.lr)
+            opt = torch.optim.AdamW(groups, lr=optim.lr, **fast)
         elif name == "adam":
-            opt = torch.optim.Adam(groups, lr=optim.lr)
+            opt = torch.optim.Adam(groups, lr=optim.lr, **fast)
         elif name == "sgd":
             opt = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
         else:

@@ -56,12 +56,12 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float):
+    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float, attention_dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.self_attn = Attention(d_model, num_heads, dropout)
+        self.self_attn = Attention(d_model, num_heads, attention_dropout)
         self.norm2 = nn.LayerNorm(d_model)
-        self.cross_attn = Attention(d_model, num_heads, dropout)
+        self.cross_attn = Attention(d_model, num_heads, attention_dropout)
         self.norm3 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(
             nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
@@ -98,6 +98,8 @@ class TransformerDecoder(Decoder):
     teacher_forcing: probability of feeding the ground-truth previous token in training; below 1,
     `forward` runs a first no-grad pass and replaces each input token (except <sos>) by the model's
     own argmax prediction with probability 1 - teacher_forcing (two-pass scheduled sampling).
+    attention_dropout: dropout on the attention weights (None: `dropout`). On a CPU it costs a random draw
+    per (query, key, head) of every attention map: 0 trains markedly faster (see benchmarks/train_throughput.py).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class TransformerDecoder(Decoder):
         dropout: float = 0.1,
         tie_embeddings: bool = True,
         teacher_forcing: float = 1.0,
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         if d_model % num_heads:
@@ -125,7 +128,14 @@ class TransformerDecoder(Decoder):
         nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, ff_dim, dropout) for _ in range(num_layers)
+            DecoderLayer(
+                d_model,
+                num_heads,
+                ff_dim,
+                dropout,
+                dropout if attention_dropout is None else attention_dropout,
+            )
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.tie_embeddings = tie_embeddings
@@ -134,8 +144,10 @@ class TransformerDecoder(Decoder):
         else:
             self.out_proj = nn.Linear(d_model, vocab_size)
 
+    repeats_memory = True  # `forward` takes k*B target rows for B memories (see `_decode`)
+
     def forward(self, memory: Memory, tgt: Tensor, teacher_forcing: float | None = None) -> Tensor:
-        """tgt (B, T) starting with <sos> -> logits (B, T, V)."""
+        """tgt (B, T) starting with <sos> -> logits (B, T, V); tgt may hold k*B rows, row i reading memory i % B."""
         ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
         if self.training and ratio < 1.0:
             tgt = self._mix_predictions(memory, tgt, ratio)
@@ -163,11 +175,18 @@ class TransformerDecoder(Decoder):
         return self._logits(x).squeeze(1), new
 
     def _decode(self, memory: Memory, tgt: Tensor) -> Tensor:
+        """tgt (k*B, T) over memory (B, L, D): row i reads memory i % B. The memory keys/values are
+        projected once per image and repeated, not projected k times (bidirectional training has k = 2)."""
         x = self._embed(tgt, start=0)
-        attend = _attend_mask(memory)
+        repeats, rest = divmod(tgt.shape[0], memory.features.shape[0])
+        if rest:
+            raise ValueError(
+                f"tgt rows ({tgt.shape[0]}) must be a multiple of memory rows ({memory.features.shape[0]})"
+            )
+        attend = _attend_mask(memory).repeat(repeats, 1, 1, 1)
         for layer in self.layers:
             mem_k, mem_v = layer.cross_attn.keys_values(memory.features)
-            x = layer(x, mem_k, mem_v, attend)
+            x = layer(x, mem_k.repeat(repeats, 1, 1), mem_v.repeat(repeats, 1, 1), attend)
         return self._logits(x)
 
     def _embed(self, tokens: Tensor, start: int) -> Tensor:

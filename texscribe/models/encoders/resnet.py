@@ -89,6 +89,7 @@ class ResNetEncoder(Encoder):
         first = min(self.stem_stride, 2)
         valid = pool_valid(valid, (first, first))
         x = F.relu(self.stem_norm(self.stem(x)))
+        valid = valid.to(x.dtype)  # bf16 under autocast: an fp32 mask would promote every masked map to fp32
         if self.stem_stride == 4:
             x = F.max_pool2d(x * valid, 3, stride=2, padding=1)
             valid = pool_valid(valid, (2, 2))
