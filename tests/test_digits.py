@@ -314,6 +314,13 @@ def test_cli_predict_json_and_skips_bad_files(tmp_path, capsys):
     assert "bad.png" in err and "skipped" in err
 
 
+@pytest.mark.parametrize("action", ["train", "evaluate", "study"])
+def test_cli_thread_counts_that_would_crash_are_refused(action, capsys):
+    """`--threads 100000` killed the process (SIGSEGV in OpenMP) before any message (issue 19 fuzz pass)."""
+    assert main(["digits", action, "--threads", "100000"]) == 2
+    assert "--threads must be <= 1024" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @needs_shipped
 def test_cli_evaluate_shipped_model_meets_the_bar(tmp_path, capsys):

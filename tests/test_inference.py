@@ -84,6 +84,28 @@ def test_pil_modes_are_accepted(recognizer):
         assert pred.latex == to_latex(pred.tokens)
 
 
+def test_a_lazy_pil_image_with_corrupt_data_is_an_image_error(recognizer):
+    """Found by benchmarks/fuzz_inputs.py: Image.open decodes nothing, so a damaged file's pixels failed
+    inside predict with PIL's OSError; the size limit was not checked before they were read either."""
+    buf = io.BytesIO()
+    Image.fromarray(formula_image("x+1")).save(buf, "PNG")
+    data = buf.getvalue()
+    damaged = Image.open(io.BytesIO(data[:-200]))  # the header parses; the pixel data are cut
+    with pytest.raises(ImageError, match="cannot read the pixels of this PIL image") as err:
+        recognizer.predict(damaged, max_len=4)
+    assert err.value.source == "<PngImageFile 0>"
+    small = inference.Recognizer(recognizer.models, max_pixels=1000)
+    with pytest.raises(ImageError, match="more than the limit of 1,000"):
+        small.predict(Image.open(io.BytesIO(data)), max_len=4)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 100_000, 1.5])
+def test_thread_counts_that_cannot_work_are_config_errors(model_path, threads):
+    """Found by benchmarks/fuzz_inputs.py: num_threads=1_000_000 killed the process (SIGSEGV in OpenMP)."""
+    with pytest.raises(ConfigError, match="num_threads must be"):
+        inference.load_model(model_path, num_threads=threads)
+
+
 def test_beam_search_and_r2l_run_through_the_recognizer(tmp_path):
     rec = inference.load_model(save_tiny(tmp_path / "bi.pt", bidirectional=True))
     assert rec.bidirectional

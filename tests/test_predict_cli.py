@@ -15,6 +15,7 @@ from texscribe.checkpoint import save_model_file
 from texscribe.cli import main
 from texscribe.commands.predict import expand_inputs
 from texscribe.config import load_config
+from texscribe.inference import available_cpus
 from texscribe.latex import Vocab
 from texscribe.models.registry import build_model
 
@@ -148,6 +149,10 @@ def test_help_documents_the_confidence_score(capsys):
             "--threads must be >= 1 (torch CPU threads; leave it out to use all available), got -1",
         ),
         (["--max-len", "0"], "--max-len must be >= 1 (tokens), got 0"),
+        (
+            ["--threads", "100000"],
+            f"--threads must be <= 1024 ({available_cpus()} CPUs are available here), got 100000",
+        ),
         (["--batch-size", "0"], "--batch-size must be >= 1 (images per batch), got 0"),
         (
             ["-o", "/missing/dir/x"],

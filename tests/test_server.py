@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import re
 import threading
@@ -558,3 +559,15 @@ def test_digits_endpoint_matches_the_library(settings, tmp_path):
 def test_digits_disabled_is_404(client):
     r = client.post("/v1/digits", files={"file": ("7.png", formula_png("7"), "image/png")})
     assert_error(r, 404, "not_found", "--no-digits")
+
+
+def test_thread_counts_that_would_crash_are_refused(settings, capsys):
+    """`threads=100000` killed the process (SIGSEGV in OpenMP) in create_app, also with a loaded recognizer."""
+    from texscribe.cli import main
+    from texscribe.errors import ConfigError
+
+    recognizer = load_model(settings.model, num_threads=1)
+    with pytest.raises(ConfigError, match="threads must be <= 1024"):
+        create_app(dataclasses.replace(settings, threads=100_000), recognizer=recognizer)
+    assert main(["serve", "--model", settings.model, "--threads", "100000"]) == 2
+    assert "--threads: invalid value" in capsys.readouterr().err

@@ -183,6 +183,30 @@ def _open_image(data: bytes, origin: str | None, max_pixels: int) -> Image.Image
         raise ImageError(f"corrupt image header: {type(exc).__name__}: {exc}", source=origin) from exc
 
 
+def pil_to_array(
+    im: Image.Image, *, origin: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A PIL image as the pixel array `load_image` reads (only the mode changes, never the pixels).
+
+    The image may be lazily opened (`Image.open` decodes nothing yet): its size is checked against
+    `max_pixels` before the pixels are read, and data that turn out truncated or corrupt are `ImageError`.
+    """
+    width, height = im.size
+    _check_size(height, width, origin, max_pixels)
+    try:
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+            im = im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
+        return np.asarray(im)
+    except Exception as exc:  # PIL raises many types for data it cannot decode
+        raise ImageError(
+            f"cannot read the pixels of this PIL image ({type(exc).__name__}: {exc}); the file it was "
+            "opened from is truncated or corrupt",
+            source=origin,
+        ) from exc
+
+
 def _check_size(height: int, width: int, origin: str | None, max_pixels: int) -> None:
     if height <= 0 or width <= 0:
         raise ImageError(f"image has zero size ({width}x{height})", source=origin)

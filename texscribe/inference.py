@@ -33,7 +33,7 @@ import numpy as np
 
 from texscribe.config import Config, from_dict
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
-from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, preprocess
+from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, pil_to_array, preprocess
 from texscribe.latex import Vocab
 from texscribe.metrics import latex_string
 
@@ -177,6 +177,8 @@ def load_model(
     """
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if num_threads is not None:
+        check_threads("num_threads", num_threads)
     if device == "cpu":
         import torch
 
@@ -212,6 +214,22 @@ def check_minimum(label: str, value: Any, low: int, meaning: str) -> None:
         raise ConfigError(f"{label} must be >= {low} ({meaning}), got {value}")
 
 
+MAX_THREADS = 1024  # far above any CPU count; OpenMP killed the process (SIGSEGV) at 100,000
+
+
+def check_threads(label: str, value: Any) -> None:
+    """`ConfigError` naming `label` (`num_threads`, `--threads`) unless `value` is an integer in 1..MAX_THREADS.
+
+    torch asks OpenMP for that many threads, and OpenMP crashes the whole process when the system
+    cannot create them, instead of raising an error.
+    """
+    check_minimum(label, value, 1, "torch CPU threads; leave it out to use all available")
+    if value > MAX_THREADS:
+        raise ConfigError(
+            f"{label} must be <= {MAX_THREADS} ({available_cpus()} CPUs are available here), got {value}"
+        )
+
+
 def check_decode_args(**values: Any) -> None:
     """`ConfigError` naming the first of `beam`, `max_len`, `batch_size` whose value is out of range."""
     for name, value in values.items():
@@ -245,7 +263,7 @@ class Recognizer:
     def prepare(self, x: Any, origin: str | None = None) -> np.ndarray:
         """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
         if _is_pil(x):
-            x = _pil_to_array(x)
+            x = pil_to_array(x, origin=origin, max_pixels=self.max_pixels)
         image = load_image(x, origin=origin, max_pixels=self.max_pixels)
         return preprocess(image, self.config.data, origin=origin, refuse_squeezed=True)
 
@@ -493,15 +511,6 @@ def _input_settings(config: Config) -> tuple:
 
 def _is_pil(x: Any) -> bool:
     return type(x).__module__.startswith("PIL.") and hasattr(x, "convert")
-
-
-def _pil_to_array(im: Any) -> np.ndarray:
-    """A PIL image as the pixel array `images.load_image` reads (only the mode changes, never the pixels)."""
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
-        im = im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
-    return np.asarray(im)
 
 
 def _describe(item: Any, index: int) -> str:

@@ -65,14 +65,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_study)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _use_threads(threads: int) -> None:
+    """torch's CPU threads, checked first (OpenMP kills the process when it cannot create them all)."""
     import torch
 
+    from texscribe.inference import check_threads
+
+    check_threads("--threads", threads)
+    torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> int:
     from texscribe.digits.data import load_mnist
     from texscribe.digits.inference import save_digit_model
     from texscribe.digits.train import confusion_matrix, evaluate, recipe, train
 
-    torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     settings = recipe(
         args.model,
         epochs=args.epochs,
@@ -136,13 +144,11 @@ def _train_command(args: argparse.Namespace, out: Path) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from texscribe.digits.data import load_test_set
     from texscribe.digits.inference import read_digit_model, shipped_model_path
     from texscribe.digits.train import confusion_matrix, evaluate
 
-    torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     path = args.model_file or shipped_model_path()
     model, meta = read_digit_model(path)
     images, labels = load_test_set()
@@ -196,11 +202,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    import torch
-
     from texscribe.digits.study import StudyBudget, run_study
 
-    torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     budget = StudyBudget.quick() if args.quick else StudyBudget()
     for field in ("epochs", "patience", "max_minutes", "train_limit"):
         if getattr(args, field) is not None:

@@ -96,17 +96,12 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 def check_args(args: argparse.Namespace) -> None:
     """`ConfigError` naming the first flag whose value is out of range, or an --output that cannot be written."""
-    from texscribe.inference import DECODE_MINIMUMS, check_minimum
+    from texscribe.inference import DECODE_MINIMUMS, check_minimum, check_threads
 
-    minimums = {
-        **DECODE_MINIMUMS,
-        "workers": (0, "loading threads"),
-        "threads": (1, "torch CPU threads; leave it out to use all available"),
-    }
-    for name, (low, meaning) in minimums.items():
-        value = getattr(args, name)
-        if value is not None:
-            check_minimum(f"--{name.replace('_', '-')}", value, low, meaning)
+    for name, (low, meaning) in {**DECODE_MINIMUMS, "workers": (0, "loading threads")}.items():
+        check_minimum(f"--{name.replace('_', '-')}", getattr(args, name), low, meaning)
+    if args.threads is not None:
+        check_threads("--threads", args.threads)
     if args.output:
         out = Path(args.output)
         if out.is_dir():

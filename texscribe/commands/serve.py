@@ -49,11 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     """CLI arguments -> `ServerSettings`, rejecting values that cannot work."""
     from texscribe.errors import ConfigError
+    from texscribe.inference import MAX_THREADS
     from texscribe.server import ServerSettings
 
     checks = {
         "--workers-threads": args.workers >= 1,
-        "--threads": args.threads is None or args.threads >= 1,
+        "--threads": args.threads is None or 1 <= args.threads <= MAX_THREADS,
         "--max-upload-mb": args.max_upload_mb > 0,
         "--max-pixels": args.max_pixels > 0,
         "--max-batch": args.max_batch >= 1,

@@ -28,6 +28,9 @@ def configure_torch_threads(threads: int) -> None:
     """Set torch's intra-op threads (process-wide) and, when still allowed, one inter-op thread."""
     import torch
 
+    from texscribe.inference import check_threads
+
+    check_threads("threads", threads)
     torch.set_num_threads(threads)
     # only settable before the first parallel op; keeping the default then is harmless
     with contextlib.suppress(RuntimeError):
