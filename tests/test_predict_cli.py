@@ -184,3 +184,18 @@ def test_named_devices_and_fifos_reach_the_loader(model_path, folder, capsys):
     assert rc == 1
     for path in specials:
         assert f"skipped {path}: not a regular file" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_unreadable_names_and_list_files_are_skipped_not_tracebacks(model_path, folder, capsys):
+    """Found by benchmarks/fuzz_inputs.py: a 300-character file name made expand_inputs raise OSError
+    (ENAMETOOLONG); an @list that is a FIFO blocked, and @/dev/zero read until memory ran out."""
+    long_name = str(folder / ("n" * 300 + ".png"))
+    fifo = folder / "list.txt"
+    os.mkfifo(fifo)
+    specs = [long_name, f"@{fifo}", "@/dev/zero", str(folder / "img0.png")]
+    assert main(["predict", *specs, "--model", str(model_path), *MAX_LEN]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {long_name}: cannot read image file: File name too long" in err
+    assert f"skipped @{fifo}: cannot read list file: {fifo} is not a regular file" in err
+    assert "skipped @/dev/zero: cannot read list file: /dev/zero is not a regular file" in err

@@ -67,6 +67,8 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         if spec.startswith("@"):
             listing = Path(spec[1:])
             try:
+                if _path_kind(listing) == "other" and not listing.is_file():  # /dev/zero never ends
+                    raise OSError(f"{listing} is not a regular file")
                 lines = listing.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append((spec, f"cannot read list file: {exc}"))
@@ -75,14 +77,16 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             sub, sub_problems = expand_inputs([str(listing.parent / e) for e in entries])
             paths += sub
             problems += sub_problems
-        elif Path(spec).is_dir():
+            continue
+        kind = _path_kind(Path(spec))
+        if kind == "folder":
             found = sorted(
                 str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not found:
                 problems.append((spec, "folder holds no image files"))
             paths += found
-        elif Path(spec).exists():  # a file, or a device/FIFO that the loader refuses as "not a regular file"
+        elif kind == "other":  # a file, a device or FIFO ("not a regular file"), a name too long...
             paths.append(spec)
         elif glob.has_magic(spec):
             found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
@@ -92,6 +96,17 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         else:
             problems.append((spec, "no such file or folder"))
     return paths, problems
+
+
+def _path_kind(path: Path) -> str:
+    """'folder', 'missing', or 'other': anything else that exists, or that cannot even be looked up
+    (a name too long for the file system), for the loader to report in its own words."""
+    try:
+        if path.is_dir():
+            return "folder"
+        return "other" if path.exists() else "missing"
+    except OSError:
+        return "other"
 
 
 def check_args(args: argparse.Namespace) -> None:
