@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -180,18 +182,136 @@ def test_cli_train_prints_locations(crohme64: tuple[Path, Path], tmp_path: Path)
     assert bad.returncode == 2 and "optim.nme" in bad.stderr
 
 
+# Run by every DDP rank (Lightning starts rank 1 by running this file again): texscribe's own train() with
+# a callback that records the rank, the sample ids of each step and a digest of the final weights, and an
+# audit hook that records every file this process creates, writes, renames or deletes under the run
+# folder (torch.save to a path writes from C++, unseen, but texscribe and Lightning save to a temporary
+# name and rename it, which is seen). Each process dumps its record to REPORTS/<pid>.json at exit.
+DDP_DRIVER = """\
+import atexit, hashlib, json, os, sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from texscribe.config import load_config
+from texscribe.training import train
+
+out, reports, overrides = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3:]
+record = {"rank": None, "world_size": None, "node_rank": None, "writes": [], "ids": {}, "weights": None}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def under_out(path):
+    if isinstance(path, (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(path))
+        if path.startswith(str(out)):
+            return path
+    return None
+
+
+def audit(event, args):
+    if event == "open":
+        path, mode, flags = args
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & WRITE_FLAGS)
+        paths = [path] if writing else []
+    elif event == "os.mkdir":
+        paths = [] if os.path.exists(args[0]) else [args[0]]  # mkdir(exist_ok=True) of an existing folder
+    elif event in ("os.rename", "os.link", "os.symlink"):
+        paths = args[:2]
+    elif event in ("os.remove", "os.rmdir", "os.truncate", "shutil.rmtree", "os.utime", "os.chmod"):
+        paths = args[:1]
+    else:
+        return
+    for p in paths:
+        if (p := under_out(p)) is not None:
+            record["writes"].append(f"{event} {os.path.relpath(p, out)}")
+
+
+class Record(L.Callback):
+    def setup(self, trainer, pl_module, stage):
+        record.update(rank=trainer.global_rank, world_size=trainer.world_size, node_rank=trainer.node_rank)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        record["ids"][trainer.global_step] = list(batch.ids)
+
+    def on_fit_end(self, trainer, pl_module):
+        digest = hashlib.sha256()
+        for name, value in sorted(pl_module.model.named_parameters()):  # not BatchNorm's per-rank stats
+            digest.update(name.encode() + value.detach().float().contiguous().numpy().tobytes())
+        record["weights"] = digest.hexdigest()
+
+
+atexit.register(lambda: (reports / f"{os.getpid()}.json").write_text(json.dumps(record)))
+torch.set_num_threads(1)
+sys.addaudithook(audit)
+train(load_config("tiny", [f"train.out_dir={out}", *overrides]), callbacks=[Record()])
+"""
+
+
+PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 @pytest.mark.shared
-def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
-    """`strategy=ddp devices=2` on CPU (gloo): two ranks each take half the batches."""
+@pytest.mark.parametrize("layout", ["one node, devices=2", "two nodes on loopback"])
+def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path, layout: str) -> None:
+    """DDP on CPU (gloo, loopback), two ranks, the tiny preset for 3 steps: either one node running both
+    (`train.devices=2`) or two nodes of one process each (`train.num_nodes=2`, NODE_RANK 0 and 1, one
+    MASTER_ADDR:MASTER_PORT rendezvous), as in the README's two-node launch. The ranks train on
+    different batches, end with the same weights, rank 0 alone writes files, and the checkpoint and the
+    exported model load."""
+    from texscribe.inference import load_model
+    from texscribe.training.run import export_checkpoint, load_checkpoint
+
     train_dir, val_dir = crohme64
-    cmd = [sys.executable, "-m", "texscribe.cli", "train", "--config", "tiny", "--train", str(train_dir),
-           "--val", str(val_dir), "--out", str(tmp_path), "train.strategy=ddp", "train.devices=2",
-           "train.accelerator=cpu", "train.max_steps=3", "train.max_epochs=100", *SMALL]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "tiny" / "model.pt").is_file()
-    assert "steps 3" in proc.stdout
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    reports.mkdir()
+    (tmp_path / "driver.py").write_text(DDP_DRIVER)
+    args = [sys.executable, str(tmp_path / "driver.py"), str(out), str(reports), f"data.train=[{train_dir}]",
+            f"data.val={val_dir}", "train.strategy=ddp", "train.accelerator=cpu", "train.max_steps=3",
+            "train.max_epochs=100", "train.progress_bar=false", *SMALL]  # fmt: skip
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    if layout == "one node, devices=2":
+        procs = [subprocess.Popen([*args, "train.devices=2"], env=env, **PIPES)]
+    else:  # what each machine of a two-node job runs, here both on loopback
+        node = [*args, "train.devices=1", "train.num_nodes=2"]
+        procs = [subprocess.Popen(node, env={**env, "NODE_RANK": str(r)}, **PIPES) for r in (0, 1)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+
+    records = sorted((json.loads(f.read_text()) for f in reports.glob("*.json")), key=lambda r: r["rank"])
+    assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
+    if layout == "two nodes on loopback":
+        assert [r["node_rank"] for r in records] == [0, 1]
+    rank0, rank1 = records
+    # different batches at every step (each rank takes every second batch of the epoch)
+    assert rank0["ids"].keys() == rank1["ids"].keys() == {"1", "2", "3"}
+    for step in rank0["ids"]:
+        assert not set(rank0["ids"][step]) & set(rank1["ids"][step]), f"step {step}: ranks shared samples"
+    assert rank0["weights"] == rank1["weights"]  # gradients were averaged: one model on both ranks
+    # rank 0 alone writes: rank 1 touches nothing in the run folder
+    assert rank1["writes"] == [], rank1["writes"]
+    written = {w.split(" ", 1)[1] for w in rank0["writes"]}
+    assert {"tiny/config.yaml", "tiny/model.pt", "tiny/checkpoints/last.ckpt", "tiny/result.json"} <= written
+    # the checkpoint and the exported model load, and the model reads an image
+    run_dir = out / "tiny"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
+    image = next((val_dir / "images").glob("*.png"))
+    for model_file in (
+        run_dir / "model.pt",
+        export_checkpoint(run_dir / "checkpoints" / "last.ckpt", tmp_path / "m.pt"),
+    ):
+        assert load_model(model_file).predict(image, max_len=5).latex is not None
 
 
 # ------------------------------------------------------------------------------- learning-rate schedules

@@ -95,7 +95,8 @@ class TrainConfig:
     max_time: str | None = None
     precision: str = "auto"  # auto: bf16-mixed on a GPU that supports it, else 32-true
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | str = "auto"  # per node
+    num_nodes: int = 1  # machines; with ddp each runs `devices` processes (launch: README, "Multi-node")
     strategy: str = "auto"
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
@@ -219,7 +220,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_epochs": _LIMIT, "train.max_steps": _LIMIT, "train.grad_clip": _at_least(0),
     "train.label_smoothing": ((lambda v: 0 <= v < 1), ">= 0 and < 1"), "train.teacher_forcing": _FRACTION,
     "train.val_every_n_epochs": _at_least(1), "train.val_every_n_steps": _at_least(1),
-    "train.val_limit": _at_least(1), "train.val_beam": _at_least(1),
+    "train.val_limit": _at_least(1), "train.val_beam": _at_least(1), "train.num_nodes": _at_least(1),
     "train.early_stop_patience": _at_least(0),
     "train.log_every_n_steps": _at_least(1), "train.checkpoint_every_n_steps": _at_least(0),
     "train.checkpoint_every_minutes": _at_least(0),

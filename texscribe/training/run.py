@@ -227,11 +227,13 @@ def train(
         )
         log.info("initialised weights from %s (fresh optimizer)", weights_only_from)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     has_val = datamodule.val_set is not None
     trainer, last, timer, best_cb = _make_trainer(config, run_dir, has_val, callbacks or [])
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # every DDP rank runs this function; only the first writes files
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8"
+        )
         print(
             f"run directory: {run_dir}\n  checkpoints: {ckpt_dir}\n  logs: tensorboard --logdir {run_dir / 'logs'}"
         )
@@ -311,6 +313,7 @@ def _make_trainer(
         trainer = L.Trainer(
             accelerator=tc.accelerator,
             devices=tc.devices,
+            num_nodes=tc.num_nodes,
             strategy=tc.strategy,
             precision=resolve_precision(tc.precision, tc.accelerator),
             max_epochs=tc.max_epochs,
@@ -330,7 +333,8 @@ def _make_trainer(
         )
     except (MisconfigurationException, ModuleNotFoundError, ValueError) as exc:  # Lightning refused a setting
         raise ConfigError(
-            f"train.accelerator={tc.accelerator!r}, devices={tc.devices!r}, strategy={tc.strategy!r}, "
+            f"train.accelerator={tc.accelerator!r}, devices={tc.devices!r}, num_nodes={tc.num_nodes!r}, "
+            f"strategy={tc.strategy!r}, "
             f"precision={tc.precision!r}: {' '.join(str(exc).split())}"
         ) from exc
     return trainer, last, timer, best_cb
