@@ -103,6 +103,16 @@ def test_parse_inkml_malformed_raises_input_error_naming_the_file(text, message)
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("encoding", ["x-bogus-9", "shift_jis", "utf-7"])
+def test_a_declared_encoding_that_cannot_be_read_is_an_input_error(encoding):
+    """Found by benchmarks/fuzz_inputs.py: expat's LookupError / ValueError escaped parse_inkml and
+    aborted data prepare."""
+    data = f'<?xml version="1.0" encoding="{encoding}"?><ink><trace>1 2, 3 4</trace></ink>'.encode()
+    with pytest.raises(InputError, match="names an encoding that cannot be read") as info:
+        parse_inkml(data, origin="odd.inkml")
+    assert str(info.value).startswith("odd.inkml: ")
+
+
 def test_latin1_file_without_declaration_is_read():
     data = (
         inkml("$a \\cdot b$")

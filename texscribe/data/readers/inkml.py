@@ -67,6 +67,11 @@ def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise InputError(f"malformed XML: {exc}", source=origin) from exc
+    except (LookupError, ValueError) as exc:  # encoding="x-unknown" / a multi-byte one expat cannot read
+        raise InputError(
+            f"the XML declaration names an encoding that cannot be read ({exc}); re-save the file as UTF-8",
+            source=origin,
+        ) from exc
     if _local(root.tag) != "ink":
         raise InputError(f"root element is <{_local(root.tag)}>, not <ink>", source=origin)
     channels = tuple(
