@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -110,6 +111,17 @@ def test_too_long_and_limit_off():
     assert reason(label, True, max_label_len=60) == "too_long"
     assert reason(label, True, max_label_len=61) is None
     assert reason(label, True, max_label_len=None) is None
+
+
+def test_a_huge_label_is_too_long_without_being_tokenised():
+    """Found by benchmarks/fuzz_inputs.py: one 50 MB caption line (a zip bomb) kept data prepare busy for
+    minutes tokenising 25 million tokens, only to drop them as too long."""
+    label = "x " * 5_000_000
+    start = time.perf_counter()
+    dropped = LabelCleaner(max_label_len=512)(sample(label, pretokenized=True))
+    assert time.perf_counter() - start < 1.0
+    assert dropped.reason == "too_long" and "10,000,000 characters" in dropped.detail
+    assert reason("x " * 600, True, max_label_len=512) == "too_long"  # under the character bound: counted
 
 
 def test_bad_and_missing_labels():

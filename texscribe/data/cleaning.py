@@ -122,6 +122,12 @@ class Drop:
     detail: str
 
 
+# Real captions average under 12 characters per token (the longest token, 25). A label longer than this
+# many characters per allowed token is too long without being tokenised, which would take minutes for
+# the 50 MB line of a malicious caption file.
+MAX_CHARS_PER_TOKEN = 64
+
+
 @dataclass
 class LabelCleaner:
     """Tokenise a sample's label and apply label rules; `max_label_len=None` disables `too_long`."""
@@ -135,6 +141,12 @@ class LabelCleaner:
         if sample.latex is None:
             return Drop("missing_label", f"{where}: no label")
         raw = sample.latex
+        if self.max_label_len is not None and len(raw) > MAX_CHARS_PER_TOKEN * self.max_label_len:
+            return Drop(
+                "too_long",
+                f"{where}: {len(raw):,} characters, more than {MAX_CHARS_PER_TOKEN} per token allowed by "
+                f"max_label_len {self.max_label_len} (not tokenised)",
+            )
         try:
             tokens = split_label(raw) if sample.pretokenized else parse_label(strip_math_delimiters(raw))
         except LabelError as exc:
