@@ -242,6 +242,17 @@ def test_manifest_tsv_with_header(tmp_path):
     assert "list.tsv:4" in items[2].detail
 
 
+def test_manifest_image_path_too_long_for_the_file_system_is_skipped(tmp_path):
+    """Found by benchmarks/fuzz_inputs.py: Path.is_file() raised OSError (ENAMETOOLONG), aborting prepare."""
+    write_tree(tmp_path, {"a.png": stroke_image(30, ".png")})
+    (tmp_path / "list.tsv").write_text(f"id\timage\tlatex\nlong\t{'n' * 300}.png\tx\nok\ta.png\ty\n")
+    items = list(read_manifest_file(tmp_path / "list.tsv"))
+    skipped = [s for s in items if isinstance(s, Skipped)]
+    assert [(s.id, s.reason) for s in skipped] == [("long", "missing_image")]
+    assert "File name too long" in skipped[0].detail
+    assert [s.id for s in items if isinstance(s, Sample)] == ["ok"]
+
+
 def test_manifest_csv_without_header_and_quoted_commas(tmp_path):
     write_tree(tmp_path, {"a.png": stroke_image(32, ".png"), "b.png": stroke_image(33, ".png")})
     (tmp_path / "labels.csv").write_text('a.png,"f(x, y)"\nb.png,z\n', encoding="utf-8")

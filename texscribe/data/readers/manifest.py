@@ -134,7 +134,12 @@ def _rows_to_samples(
             yield Skipped(sample_id, source, "missing_label", f"{where}: empty label")
             continue
         image = file.parent / image_rel
-        if not image.is_file():
+        try:
+            found = image.is_file()
+        except OSError as exc:  # a name too long for the file system, ...
+            yield Skipped(sample_id, source, "missing_image", f"{where}: image {image}: {exc.strerror}")
+            continue
+        if not found:
             yield Skipped(sample_id, source, "missing_image", f"{where}: image {image} not found")
             continue
         yield Sample(
