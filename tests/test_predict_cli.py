@@ -199,3 +199,31 @@ def test_unreadable_names_and_list_files_are_skipped_not_tracebacks(model_path, 
     assert f"skipped {long_name}: cannot read image file: File name too long" in err
     assert f"skipped @{fifo}: cannot read list file: {fifo} is not a regular file" in err
     assert "skipped @/dev/zero: cannot read list file: /dev/zero is not a regular file" in err
+
+
+def test_manifest_rows_keyed_by_id(model_path, folder, tmp_path, capsys):
+    """--manifest: image paths relative to the manifest, results keyed by its id column, in file order;
+    a row without an image and a repeated id are reported, a corrupt image is skipped by the loader."""
+    manifest = folder / "batch.csv"
+    manifest.write_text(
+        "id,image,note\nb,img1.png,\na,img0.png,\nc,,no image\nd,img2.png,corrupt\na,img3.png,\n"
+    )
+    rc = main(["predict", "--manifest", str(manifest), "--model", str(model_path), "--format", "tsv",
+               "--no-progress", *MAX_LEN])  # fmt: skip
+    assert rc == 1
+    captured = capsys.readouterr()
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == ["source", "b", "a"]
+    assert f"{manifest}:4: row has no image path" in captured.err
+    assert f"{manifest}:6: id 'a' appears twice" in captured.err
+    assert "skipped d:" in captured.err  # the corrupt image, reported under its id
+    # without a header the first column is the image; a prepared dataset's manifest.tsv reads as it is
+    (folder / "plain.tsv").write_text("img4.png\timg4 label\n")
+    assert (
+        main(["predict", "--manifest", str(folder / "plain.tsv"), "--model", str(model_path), *MAX_LEN]) == 0
+    )
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_no_inputs_at_all_is_a_usage_error(capsys):
+    assert main(["predict"]) == 2
+    assert "no INPUT and no --manifest" in capsys.readouterr().err

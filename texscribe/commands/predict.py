@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
 
 from texscribe.errors import ConfigError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}
+from texscribe.inputs import expand_inputs, read_manifest
 
 CONFIDENCE_HELP = """\
 confidence: `score` is the mean probability the model gave each token it emitted (the final end
@@ -31,11 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "inputs",
-        nargs="+",
+        nargs="*",
         metavar="INPUT",
         help="image file, folder (its images, sorted, recursively), glob ('img/*.png'), or @list.txt "
         "(one path per line, relative to the list file)",
     )
+    parser.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                        help="TSV/CSV manifest: an image column (image, path, file, ...; paths relative to "
+                        "the file) and optionally id, which then keys the results; repeatable")  # fmt: skip
     parser.add_argument("--model", action="append", help="shipped name, model file or ONNX export dir "
                         "(default: default); repeat for an ensemble")  # fmt: skip
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend")
@@ -50,71 +51,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: all available)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group("engine", "where recognition runs (Ray: pip install 'texscribe[ray]')")
+    ray.add_argument("--engine", default="local", choices=["local", "ray"],
+                     help="local: this process (default); ray: a pool of Ray workers, each loading the "
+                     "model once, results still in input order")  # fmt: skip
+    ray.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: start a private "
+                     "Ray on loopback for this job)")  # fmt: skip
+    ray.add_argument("--ray-workers", type=int, default=2,
+                     help="Ray workers (default 2); each uses --threads torch threads (default 1 with Ray)")  # fmt: skip
+    ray.add_argument("--retries", type=int, default=3,
+                     help="times a dead Ray worker's images are sent again (default 3)")  # fmt: skip
     parser.set_defaults(func=_run)
-
-
-def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """INPUT arguments -> (image paths in order, [(spec, reason)] for arguments that match nothing).
-
-    Folders contribute their image files (by suffix) sorted by path; globs their matches sorted; an
-    `@list.txt` its lines (blank lines and `#` comments ignored). An explicitly named file is kept whatever
-    its suffix or kind (a device or FIFO too), so a mislabelled, corrupt or special file is reported by the
-    loader, which says what is wrong with it, rather than dropped or called missing.
-    """
-    paths: list[str] = []
-    problems: list[tuple[str, str]] = []
-    for spec in specs:
-        if spec.startswith("@"):
-            listing = Path(spec[1:])
-            try:
-                if _path_kind(listing) == "other" and not listing.is_file():  # /dev/zero never ends
-                    raise OSError(f"{listing} is not a regular file")
-                lines = listing.read_text(encoding="utf-8-sig").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append((spec, f"cannot read list file: {exc}"))
-                continue
-            entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-            sub, sub_problems = expand_inputs([str(listing.parent / e) for e in entries])
-            paths += sub
-            problems += sub_problems
-            continue
-        kind = _path_kind(Path(spec))
-        if kind == "folder":
-            found = sorted(
-                str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                problems.append((spec, "folder holds no image files"))
-            paths += found
-        elif kind == "other":  # a file, a device or FIFO ("not a regular file"), a name too long...
-            paths.append(spec)
-        elif glob.has_magic(spec):
-            found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-            if not found:
-                problems.append((spec, "pattern matches no files"))
-            paths += found
-        else:
-            problems.append((spec, "no such file or folder"))
-    return paths, problems
-
-
-def _path_kind(path: Path) -> str:
-    """'folder', 'missing', or 'other': anything else that exists, or that cannot even be looked up
-    (a name too long for the file system), for the loader to report in its own words."""
-    try:
-        if path.is_dir():
-            return "folder"
-        return "other" if path.exists() else "missing"
-    except OSError:
-        return "other"
 
 
 def check_args(args: argparse.Namespace) -> None:
     """`ConfigError` naming the first flag whose value is out of range, or an --output that cannot be written."""
     from texscribe.inference import DECODE_MINIMUMS, check_minimum, check_threads
 
-    for name, (low, meaning) in {**DECODE_MINIMUMS, "workers": (0, "loading threads")}.items():
+    minimums = {**DECODE_MINIMUMS, "workers": (0, "loading threads"), "ray_workers": (1, "Ray workers"),
+                "retries": (0, "resends of a dead worker's images")}  # fmt: skip
+    for name, (low, meaning) in minimums.items():
         check_minimum(f"--{name.replace('_', '-')}", getattr(args, name), low, meaning)
+    if args.address and args.engine != "ray":
+        raise ConfigError("--address: only with --engine ray")
+    if not args.inputs and not args.manifest:
+        raise ConfigError(
+            "no INPUT and no --manifest: give image files, folders, globs, @lists or a manifest"
+        )
     if args.threads is not None:
         check_threads("--threads", args.threads)
     if args.output:
@@ -132,48 +95,58 @@ def _run(args: argparse.Namespace) -> int:
 
     check_args(args)
     paths, problems = expand_inputs(args.inputs)
+    items = [(p, p) for p in paths]
+    for manifest in args.manifest:
+        rows, bad_rows = read_manifest(manifest)
+        items += rows
+        problems += bad_rows
     for spec, reason in problems:
         print(f"skipped {spec}: {reason}", file=sys.stderr)
-    if not paths:
+    if not items:
         print("texscribe predict: no images to recognise", file=sys.stderr)
         return 1
     models = args.model or ["default"]
-    recognizer = load_model(models if len(models) > 1 else models[0], device=args.device,
-                            backend=args.backend, num_threads=args.threads)  # fmt: skip
+    model = models if len(models) > 1 else models[0]
+    decode = {"beam": args.beam, "batch_size": args.batch_size, "max_len": args.max_len}
+    chunk_size = max(16, args.batch_size * 4)
     try:
         out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else sys.stdout  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"--output {args.output}: cannot write it ({exc.strerror})") from exc
+    if args.engine == "ray":
+        from texscribe.ray_engine import RayRecognizerPool
+
+        pool = RayRecognizerPool(model, workers=args.ray_workers, threads=args.threads or 1,
+                                 load_workers=max(1, args.workers), backend=args.backend, device=args.device,
+                                 address=args.address, max_retries=args.retries)  # fmt: skip
+        outcomes = pool.predict(items, chunk_size=chunk_size, **decode)
+    else:
+        pool = None
+        recognizer = load_model(model, device=args.device, backend=args.backend, num_threads=args.threads)
+        outcomes = iter_predictions(recognizer, items, workers=args.workers, chunk_size=chunk_size, **decode)
     skipped = len(problems)
     try:
         if args.format == "tsv":
             out.write("source\tlatex\tscore\tmin_prob\tseconds\n")
-        bar = tqdm(total=len(paths), unit="img", file=sys.stderr,
-                   disable=args.no_progress or len(paths) == 1)  # fmt: skip
-        outcomes = iter_predictions(
-            recognizer,
-            [(p, p) for p in paths],
-            workers=args.workers,
-            chunk_size=max(16, args.batch_size * 4),
-            beam=args.beam,
-            batch_size=args.batch_size,
-            max_len=args.max_len,
-        )
+        bar = tqdm(total=len(items), unit="img", file=sys.stderr,
+                   disable=args.no_progress or len(items) == 1)  # fmt: skip
         for outcome in outcomes:
             bar.update(1)
             if outcome.prediction is None:
                 skipped += 1
                 bar.write(f"skipped {outcome.source}: {outcome.error}", file=sys.stderr)
                 continue
-            out.write(_format(outcome.prediction, args.format, single=len(paths) == 1))
+            out.write(_format(outcome.prediction, args.format, single=len(items) == 1))
             out.flush()
         bar.close()
     finally:
         if out is not sys.stdout:
             out.close()
+        if pool is not None:
+            pool.close()
     if skipped:
         print(
-            f"{skipped} input(s) skipped, {len(paths) - (skipped - len(problems))} recognised",
+            f"{skipped} input(s) skipped, {len(items) - (skipped - len(problems))} recognised",
             file=sys.stderr,
         )
     return 1 if skipped else 0
