@@ -15,7 +15,6 @@ from texscribe.checkpoint import save_model_file
 from texscribe.cli import main
 from texscribe.commands.predict import expand_inputs
 from texscribe.config import load_config
-from texscribe.inference import available_cpus
 from texscribe.latex import Vocab
 from texscribe.models.registry import build_model
 
@@ -151,7 +150,12 @@ def test_help_documents_the_confidence_score(capsys):
         (["--max-len", "0"], "--max-len must be >= 1 (tokens), got 0"),
         (
             ["--threads", "100000"],
-            f"--threads must be <= 1024 ({available_cpus()} CPUs are available here), got 100000",
+            "--threads must be <= 1024 (torch CPU threads; leave it out to use all available), got 100000",
+        ),
+        (["--beam", "101"], "--beam must be <= 100 (1 = greedy), got 101"),
+        (
+            ["--max-len", "5000"],
+            "--max-len must be <= 1024 (tokens), got 5000",
         ),
         (["--batch-size", "0"], "--batch-size must be >= 1 (images per batch), got 0"),
         (

@@ -387,10 +387,10 @@ def test_timeout_gives_504(settings):
 def test_a_timed_out_request_frees_its_worker(settings):
     """One worker: a request decoding past the timeout gets 504 and its work stops there, so the next
     request is served at once instead of queueing behind it (untrained tiny model: every output runs to
-    max_tokens; 3 wide images x beam 4 x 1500 steps take ~10 s, one greedy image ~1 s)."""
+    max_tokens; 3 wide images x beam 4 x 1024 steps take ~7 s, one greedy image ~1 s)."""
     from dataclasses import replace
 
-    slow = replace(settings, workers=1, timeout_s=3.0, max_tokens=1500, max_beam=4)
+    slow = replace(settings, workers=1, timeout_s=3.0, max_tokens=1024, max_beam=4)
     wide = base64.b64encode(formula_png("x+2=y" * 6, width=1400)).decode()
     with fastapi_testclient.TestClient(create_app(slow)) as c:
         start = time.monotonic()
@@ -403,7 +403,7 @@ def test_a_timed_out_request_frees_its_worker(settings):
         assert c.get("/healthz").json()["pending"] == 0
         r = c.post("/v1/predict", files={"file": ("f.png", formula_png(), "image/png")})
         assert r.status_code == 200, r.text
-        assert len(r.json()["tokens"]) == 1500
+        assert len(r.json()["tokens"]) == 1024
 
 
 def test_pool_deadline_reaches_the_running_call():
@@ -571,3 +571,16 @@ def test_thread_counts_that_would_crash_are_refused(settings, capsys):
         create_app(dataclasses.replace(settings, threads=100_000), recognizer=recognizer)
     assert main(["serve", "--model", settings.model, "--threads", "100000"]) == 2
     assert "--threads: invalid value" in capsys.readouterr().err
+
+
+def test_decoding_limits_beyond_what_can_finish_are_refused_at_start(settings, capsys):
+    """A million beams or tokens per request would hang a worker; refused when the app is made."""
+    from texscribe.cli import main
+    from texscribe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_tokens must be <= 1024"):
+        create_app(dataclasses.replace(settings, max_tokens=10**6))
+    with pytest.raises(ConfigError, match="max_beam must be <= 100"):
+        create_app(dataclasses.replace(settings, max_beam=10**6))
+    assert main(["serve", "--model", settings.model, "--max-beam", "1000"]) == 2
+    assert "--max-beam: invalid value" in capsys.readouterr().err

@@ -198,42 +198,40 @@ def load_model(
     return Recognizer(loaded, device=device, max_pixels=max_pixels)
 
 
-# decoding argument -> (smallest valid value, what it means); the CLI checks its flags against this table
-DECODE_MINIMUMS = {
-    "beam": (1, "1 = greedy"),
-    "max_len": (1, "tokens"),
-    "batch_size": (1, "images per batch"),
+# decoding argument -> (smallest, largest valid value or None, what it means); the CLIs check their
+# flags against this table too. The largest values stop requests that can only run for hours (a million
+# beams, or a million tokens from an image the model never ends reading); data prepare keeps formulas of
+# at most 512 tokens, so no model learns longer ones.
+DECODE_LIMITS = {
+    "beam": (1, 100, "1 = greedy"),
+    "max_len": (1, 1024, "tokens"),
+    "batch_size": (1, None, "images per batch"),
 }
-
-
-def check_minimum(label: str, value: Any, low: int, meaning: str) -> None:
-    """`ConfigError` naming `label` (`beam`, `--max-len`) unless `value` is an integer (not a bool) >= `low`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{label} must be an integer >= {low} ({meaning}), got {value!r}")
-    if value < low:
-        raise ConfigError(f"{label} must be >= {low} ({meaning}), got {value}")
-
-
 MAX_THREADS = 1024  # far above any CPU count; OpenMP killed the process (SIGSEGV) at 100,000
 
 
-def check_threads(label: str, value: Any) -> None:
-    """`ConfigError` naming `label` (`num_threads`, `--threads`) unless `value` is an integer in 1..MAX_THREADS.
+def check_range(label: str, value: Any, low: int, high: int | None, meaning: str) -> None:
+    """`ConfigError` naming `label` (`beam`, `--max-len`) unless `value` is an integer (not a bool) in
+    `low..high` (no upper bound when `high` is None)."""
+    bounds = f">= {low}" if high is None else f"in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{label} must be an integer {bounds} ({meaning}), got {value!r}")
+    if value < low:
+        raise ConfigError(f"{label} must be >= {low} ({meaning}), got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{label} must be <= {high} ({meaning}), got {value}")
 
-    torch asks OpenMP for that many threads, and OpenMP crashes the whole process when the system
-    cannot create them, instead of raising an error.
-    """
-    check_minimum(label, value, 1, "torch CPU threads; leave it out to use all available")
-    if value > MAX_THREADS:
-        raise ConfigError(
-            f"{label} must be <= {MAX_THREADS} ({available_cpus()} CPUs are available here), got {value}"
-        )
+
+def check_threads(label: str, value: Any) -> None:
+    """`ConfigError` naming `label` (`num_threads`, `--threads`) unless `value` is an integer in 1..MAX_THREADS:
+    torch asks OpenMP for that many threads, and OpenMP kills the process when it cannot create them."""
+    check_range(label, value, 1, MAX_THREADS, "torch CPU threads; leave it out to use all available")
 
 
 def check_decode_args(**values: Any) -> None:
     """`ConfigError` naming the first of `beam`, `max_len`, `batch_size` whose value is out of range."""
     for name, value in values.items():
-        check_minimum(name, value, *DECODE_MINIMUMS[name])
+        check_range(name, value, *DECODE_LIMITS[name])
 
 
 class Recognizer:

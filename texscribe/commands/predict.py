@@ -66,12 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """`ConfigError` naming the first flag whose value is out of range, or an --output that cannot be written."""
-    from texscribe.inference import DECODE_MINIMUMS, check_minimum, check_threads
+    from texscribe.inference import DECODE_LIMITS, check_range, check_threads
 
-    minimums = {**DECODE_MINIMUMS, "workers": (0, "loading threads"), "ray_workers": (1, "Ray workers"),
-                "retries": (0, "resends of a dead worker's images")}  # fmt: skip
-    for name, (low, meaning) in minimums.items():
-        check_minimum(f"--{name.replace('_', '-')}", getattr(args, name), low, meaning)
+    limits = {**DECODE_LIMITS, "workers": (0, None, "loading threads"), "ray_workers": (1, None, "Ray workers"),
+              "retries": (0, None, "resends of a dead worker's images")}  # fmt: skip
+    for name, (low, high, meaning) in limits.items():
+        check_range(f"--{name.replace('_', '-')}", getattr(args, name), low, high, meaning)
     if args.address and args.engine != "ray":
         raise ConfigError("--address: only with --engine ray")
     if not args.inputs and not args.manifest:

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     """CLI arguments -> `ServerSettings`, rejecting values that cannot work."""
     from texscribe.errors import ConfigError
-    from texscribe.inference import MAX_THREADS
+    from texscribe.inference import DECODE_LIMITS, MAX_THREADS
     from texscribe.server import ServerSettings
 
     checks = {
@@ -58,8 +58,8 @@ def settings_from_args(args: argparse.Namespace):
         "--max-upload-mb": args.max_upload_mb > 0,
         "--max-pixels": args.max_pixels > 0,
         "--max-batch": args.max_batch >= 1,
-        "--max-beam": args.max_beam >= 1,
-        "--max-tokens": args.max_tokens >= 1,
+        "--max-beam": 1 <= args.max_beam <= DECODE_LIMITS["beam"][1],
+        "--max-tokens": 1 <= args.max_tokens <= DECODE_LIMITS["max_len"][1],
         "--max-pending": args.max_pending >= 1,
         "--timeout-s": args.timeout_s > 0,
         "--port": 0 <= args.port <= 65535,

@@ -55,7 +55,10 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
     """Build the app. Loads `settings.model` with `settings.backend` unless a loaded `recognizer` is given
     (an `inference.Recognizer`; its own `max_pixels` then applies instead of `settings.max_pixels`)."""
     settings = settings or ServerSettings()
-    from texscribe.inference import available_cpus, check_deadline, load_model
+    from texscribe.inference import DECODE_LIMITS, available_cpus, check_deadline, check_range, load_model
+
+    check_range("max_beam", settings.max_beam, *DECODE_LIMITS["beam"])  # before a request meets them
+    check_range("max_tokens", settings.max_tokens, *DECODE_LIMITS["max_len"])
 
     # workers x threads <= the CPUs we may use: oversubscribed torch/OpenMP threads spin and crawl
     threads = settings.threads or max(1, available_cpus() // settings.workers)
