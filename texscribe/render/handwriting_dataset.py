@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import resource
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from texscribe.render.glyph_bank import GlyphBank, load_or_build
 from texscribe.render.handwriting import missing_symbols, render_handwriting
 from texscribe.render.handwriting_corpus import DEFAULT_MAX_LEN, FormulaSelection, select_formulas
 from texscribe.render.handwriting_layout import LayoutFailure
+from texscribe.render.job_state import check_out_dir, cpu_seconds, load_state, state_line
 
 GENERATOR_VERSION = 1  # bump when images of the same (seed, i, formula) change
 STATE = ".synth_state.tsv"
@@ -131,11 +131,6 @@ def _generate(args: tuple[list[_Job], int]) -> list[tuple[str, object]]:
     return out
 
 
-def _cpu_seconds() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 # ------------------------------------------------------------------------------------------------ run
 def synth_handwriting(
     out: str | Path,
@@ -162,7 +157,7 @@ def synth_handwriting(
     if count < 1 or workers < 1:
         raise InputError(f"count and workers must be >= 1, got {count} and {workers}")
     out = Path(out)
-    _check_out_dir(out)
+    check_out_dir(out, (STATE, MANIFEST), "synth-handwriting")
     root = find_data_root(data_root, "crohme")
     crohme_zip = root / NAMED["crohme"]
     inkml_path = Path(inkml) if inkml else root / INKML
@@ -184,7 +179,7 @@ def synth_handwriting(
         dest = out / IMAGES_DIR / image_filename(sample_id)
         jobs.append(_Job(i, sample_id, formula.tokens, f"{SOURCE}:{formula.source}", dest, key))
 
-    state = _load_state(out / STATE)
+    state = load_state(out / STATE)
     outcomes: dict[str, object] = {}
     todo = []
     for job in jobs:
@@ -197,7 +192,7 @@ def synth_handwriting(
         else:
             todo.append(job)
 
-    gen_started, cpu_started = time.perf_counter(), _cpu_seconds()
+    gen_started, cpu_started = time.perf_counter(), cpu_seconds()
     tasks = [(chunk, seed) for chunk in _chunks(todo, CHUNK)]
     pool = None
     if workers > 1 and len(tasks) > 1:
@@ -216,7 +211,7 @@ def synth_handwriting(
                 for job_id, outcome in chunk:
                     outcomes[job_id] = outcome
                     result.generated += 1
-                    log.write(_state_line(job_id, by_id[job_id].key, outcome))
+                    log.write(state_line(job_id, by_id[job_id].key, outcome))
                 log.flush()
                 bar.update(len(chunk))
     except BaseException:
@@ -227,7 +222,7 @@ def synth_handwriting(
         pool.close()
         pool.join()
     result.generate_s = time.perf_counter() - gen_started
-    result.cpu_s = _cpu_seconds() - cpu_started
+    result.cpu_s = cpu_seconds() - cpu_started
     _finish(out, jobs, outcomes, selection, glyphs, result, started, seed, workers)
     return result
 
@@ -272,7 +267,7 @@ def _finish(
     for png in (out / IMAGES_DIR).iterdir():
         if png.suffix == ".png" and png.name not in keep:
             png.unlink()  # from an earlier run with a larger count or other settings, or a temp file
-    lines = [_state_line(j.id, j.key, outcomes[j.id]) for j in jobs if j.id in outcomes]
+    lines = [state_line(j.id, j.key, outcomes[j.id]) for j in jobs if j.id in outcomes]
     tmp = out / (STATE + ".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(out / STATE)
@@ -283,32 +278,3 @@ def _finish(
 def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[list[_Job]]:
     for start in range(0, len(jobs), size):
         yield list(jobs[start : start + size])
-
-
-def _load_state(path: Path) -> dict[str, tuple[str, ...]]:
-    """id -> (key, "ok", h, w) or (key, "fail", cause, detail); the last line of an id wins."""
-    state: dict[str, tuple[str, ...]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            cells = line.split("\t")
-            if len(cells) == 5 and cells[2] in ("ok", "fail"):
-                state[cells[0]] = tuple(cells[1:])
-    return state
-
-
-def _state_line(job_id: str, key: str, outcome: object) -> str:
-    if isinstance(outcome, LayoutFailure):
-        detail = outcome.detail.replace("\t", " ").replace("\n", " ")
-        return f"{job_id}\t{key}\tfail\t{outcome.cause}\t{detail}\n"
-    h, w = outcome  # type: ignore[misc]
-    return f"{job_id}\t{key}\tok\t{h}\t{w}\n"
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", source=str(out))
-    if out.is_dir() and any(out.iterdir()) and not ((out / STATE).exists() or (out / MANIFEST).exists()):
-        raise InputError(
-            "output folder is not empty and holds no synth-handwriting run; choose a new or empty --out folder",
-            source=str(out),
-        )

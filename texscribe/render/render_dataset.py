@@ -34,6 +34,7 @@ from texscribe.errors import InputError
 from texscribe.images import save_png
 from texscribe.latex import Vocab
 from texscribe.render.corpus import Corpus, CorpusSpec, build_corpus
+from texscribe.render.job_state import check_out_dir, cpu_seconds, load_state, state_line
 from texscribe.render.renderer import DEFAULT_MARGIN, RENDERER_VERSION, choose_renderer, render_formulas
 from texscribe.render.report import write_render_report
 from texscribe.render.style import RenderFailure, RenderStyle, StyleSpace, style_key
@@ -86,14 +87,6 @@ class RenderResult:
         return self.attempted / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished (waited-for) descendants."""
-    import resource
-
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def _render_batch(args: tuple[list[_Job], str, int, float | None]) -> list[tuple[str, object]]:
     """Worker: render one batch and write its PNGs; returns (job id, (h, w) or RenderFailure) per job."""
     jobs, renderer, margin, timeout = args
@@ -120,35 +113,6 @@ def _batches(jobs: Sequence[_Job], size: int) -> Iterator[list[_Job]]:
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
-
-
-def _load_state(path: Path) -> dict[str, tuple[str, ...]]:
-    """id -> (key, "ok", h, w) or (key, "fail", cause, detail), last line wins."""
-    state: dict[str, tuple[str, ...]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            cells = line.split("\t")
-            if len(cells) == 5 and cells[2] in ("ok", "fail"):
-                state[cells[0]] = tuple(cells[1:])
-    return state
-
-
-def _state_line(job_id: str, key: str, outcome: object) -> str:
-    if isinstance(outcome, RenderFailure):
-        detail = outcome.detail.replace("\t", " ").replace("\n", " ")
-        return f"{job_id}\t{key}\tfail\t{outcome.cause}\t{detail}\n"
-    h, w = outcome  # type: ignore[misc]
-    return f"{job_id}\t{key}\tok\t{h}\t{w}\n"
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", source=str(out))
-    if out.is_dir() and any(out.iterdir()) and not ((out / STATE).exists() or (out / MANIFEST).exists()):
-        raise InputError(
-            "output folder is not empty and holds no render run; choose a new or empty --out folder",
-            source=str(out),
-        )
 
 
 def render_dataset(
@@ -185,7 +149,7 @@ def render_dataset(
         raise InputError(f"variants and batch size must be >= 1, got {variants} and {batch_size}")
     specs = [CorpusSpec.parse(c, data_root) for c in corpora]  # every corpus checked before any work
     engine = choose_renderer(renderer, styles.fonts)
-    _check_out_dir(out)
+    check_out_dir(out, (STATE, MANIFEST), "render")
     held_root = out / HELD_OUT_DIR
     for root in (out, held_root):
         (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
@@ -215,7 +179,7 @@ def render_dataset(
                 )
             )
 
-    state = _load_state(out / STATE)
+    state = load_state(out / STATE)
     outcomes: dict[str, object] = {}
     todo: list[_Job] = []
     for job in jobs:
@@ -230,7 +194,7 @@ def render_dataset(
             todo.append(job)
 
     result.attempted = len(todo)
-    render_started, cpu_started = time.perf_counter(), _cpu_seconds()
+    render_started, cpu_started = time.perf_counter(), cpu_seconds()
     by_id = {job.id: job for job in jobs}
     args = [(batch, engine, margin, timeout) for batch in _batches(todo, batch_size)]
     pool = multiprocessing.Pool(workers) if workers > 1 and len(args) > 1 else None
@@ -246,7 +210,7 @@ def render_dataset(
                     if not isinstance(outcome, RenderFailure):
                         result.rendered += 1
                     if _cacheable(outcome):
-                        log.write(_state_line(job_id, by_id[job_id].key, outcome))
+                        log.write(state_line(job_id, by_id[job_id].key, outcome))
                 log.flush()
                 bar.update(len(batch))
     except BaseException:
@@ -257,7 +221,7 @@ def render_dataset(
         pool.close()
         pool.join()
     result.render_s = time.perf_counter() - render_started
-    result.cpu_s = _cpu_seconds() - cpu_started
+    result.cpu_s = cpu_seconds() - cpu_started
 
     _finish(out, held_root, jobs, outcomes, {j.id for j in todo}, corpus, result, specs, styles, started)
     return result
@@ -333,7 +297,7 @@ def _finish(
             if png.suffix == ".png" and png.name not in names:
                 png.unlink()  # left by an earlier run with other settings, or a failed temp file
     state = [
-        _state_line(j.id, j.key, outcomes[j.id])
+        state_line(j.id, j.key, outcomes[j.id])
         for j in jobs
         if j.id in outcomes and _cacheable(outcomes[j.id])
     ]

@@ -1,0 +1,50 @@
+"""Resumable dataset generation: the per-job state file shared by `data render` and `data synth-handwriting`.
+
+Each finished job appends one TAB-separated line to a state file in the output folder:
+`id  key  ok  height  width` or `id  key  fail  cause  detail` (`key` is the job's content hash, so a changed
+job is redone). A rerun reads the file, keeps the jobs whose key still matches and does the rest.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+from texscribe.errors import InputError
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished (waited-for) descendants."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def load_state(path: Path) -> dict[str, tuple[str, ...]]:
+    """id -> (key, "ok", h, w) or (key, "fail", cause, detail); the last line of an id wins."""
+    state: dict[str, tuple[str, ...]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            cells = line.split("\t")
+            if len(cells) == 5 and cells[2] in ("ok", "fail"):
+                state[cells[0]] = tuple(cells[1:])
+    return state
+
+
+def state_line(job_id: str, key: str, outcome: object) -> str:
+    """One state line: `outcome` is the image's (height, width) or a failure with `cause` and `detail`."""
+    if isinstance(outcome, tuple):
+        h, w = outcome
+        return f"{job_id}\t{key}\tok\t{h}\t{w}\n"
+    detail = str(outcome.detail).replace("\t", " ").replace("\n", " ")  # type: ignore[attr-defined]
+    return f"{job_id}\t{key}\tfail\t{outcome.cause}\t{detail}\n"  # type: ignore[attr-defined]
+
+
+def check_out_dir(out: Path, markers: tuple[str, ...], what: str) -> None:
+    """Refuse an output path that is a file, or a non-empty folder holding none of `markers` (not a `what` run)."""
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", source=str(out))
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in markers):
+        raise InputError(
+            f"output folder is not empty and holds no {what} run; choose a new or empty --out folder",
+            source=str(out),
+        )
