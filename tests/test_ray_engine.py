@@ -1,6 +1,6 @@
 """Batch recognition on a real local Ray instance (loopback): same outcomes as local mode, in input order,
 and a worker killed mid-run loses and duplicates nothing. About 30-60 s on 2 cores (Ray starts once for
-the module, once more for the CLI test). Skipped where Ray is not installed."""
+the in-process tests, once more for the CLI's private instance). Skipped where Ray is not installed."""
 
 from __future__ import annotations
 
@@ -54,7 +54,19 @@ def local_outcomes(job):
 
 
 @pytest.fixture(scope="module")
-def pool(job):
+def local_ray():
+    """One loopback Ray for the in-process tests, with a logical CPU to spare beside the pool's two
+    workers (a pool started inside a running Ray joins it and leaves it running)."""
+    from texscribe.ray_engine import import_ray
+
+    import_ray(local=True)
+    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(job, local_ray):
     model, _ = job
     with RayRecognizerPool(model, workers=2, threads=1, max_retries=3, start_timeout=180) as p:
         yield p
@@ -67,29 +79,6 @@ def as_tuples(outcomes):
 def comparable(rows):
     """Everything but the timings (seconds differ from run to run)."""
     return [(i, s, p and (p.latex, p.tokens, round(p.score, 5)), e) for i, s, p, e in rows]
-
-
-def test_predict_on_ray_takes_specs_and_manifests(job, tmp_path):
-    """The Python entry point (first in this file, before the module's pool starts Ray): glob specs and a
-    manifest keyed by id, on a private local Ray that it starts and stops."""
-    model, items = job
-    folder = Path(items[0][1]).parent
-    manifest = tmp_path / "m.tsv"
-    manifest.write_text(f"id\timage\na1\t{folder / 'f00.png'}\nb2\t{folder / 'f01.png'}\n")
-    outcomes = list(
-        predict_on_ray(
-            [str(folder / "f0*.png"), str(folder / "none-*.png")],
-            model,
-            manifests=[str(manifest)],
-            workers=1,
-            **DECODE,
-        )  # fmt: skip
-    )
-    assert (outcomes[0].index, outcomes[0].error) == (-1, "pattern matches no files")
-    sources = [o.source for o in outcomes[1:]]
-    assert sources == [str(folder / f"f0{i}.png") for i in range(10)] + ["a1", "b2"]
-    assert outcomes[1].prediction.latex == outcomes[-2].prediction.latex  # f00.png twice, same reading
-    assert not ray.is_initialized()  # the private Ray instance it started is gone
 
 
 def test_cli_engine_ray_and_local_mode_never_imports_ray(job, tmp_path):
@@ -151,3 +140,26 @@ def test_unordered_results_carry_their_index(pool, job, local_outcomes):
     _, items = job
     got = sorted(as_tuples(pool.predict(items, chunk_size=CHUNK, ordered=False, **DECODE)))
     assert comparable(got) == comparable(local_outcomes)
+
+
+def test_predict_on_ray_takes_specs_and_manifests(job, pool, tmp_path):
+    """The Python entry point: glob specs and a manifest keyed by id, on a pool of its own beside the
+    module's (the private-Ray start and stop is the CLI test's)."""
+    model, items = job
+    folder = Path(items[0][1]).parent
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text(f"id\timage\na1\t{folder / 'f00.png'}\nb2\t{folder / 'f01.png'}\n")
+    outcomes = list(
+        predict_on_ray(
+            [str(folder / "f0*.png"), str(folder / "none-*.png")],
+            model,
+            manifests=[str(manifest)],
+            workers=1,
+            **DECODE,
+        )  # fmt: skip
+    )
+    assert (outcomes[0].index, outcomes[0].error) == (-1, "pattern matches no files")
+    sources = [o.source for o in outcomes[1:]]
+    assert sources == [str(folder / f"f0{i}.png") for i in range(10)] + ["a1", "b2"]
+    assert outcomes[1].prediction.latex == outcomes[-2].prediction.latex  # f00.png twice, same reading
+    assert ray.is_initialized()  # it joined the running instance and left it to its owner
