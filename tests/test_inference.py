@@ -174,11 +174,17 @@ def test_api_refuses_devices_and_fifos_like_the_cli(recognizer, tmp_path):
         ({"beam": True}, "beam must be an integer in 1..100 (1 = greedy), got True"),
         ({"beam": 10**6}, "beam must be <= 100 (1 = greedy), got 1000000"),
         ({"max_len": 10**12}, "max_len must be <= 1024 (tokens), got 1000000000000"),
+        (
+            {"length_penalty": -1e9},
+            "length_penalty must be a number in 0..10 (beam hypotheses are ranked "
+            "by log-probability / length**length_penalty; 0 = off), got -1000000000.0",
+        ),
     ],
 )
 def test_decoding_arguments_out_of_range_are_config_errors(recognizer, kwargs, message):
     # issue 19 leftover: max_len=0 returned empty outputs and beam=0 a ValueError from deep in decoding;
-    # the fuzz benchmark found beam=10**6 and max_len=10**12 (on an image never read to its end) hanging
+    # the fuzz benchmark found beam=10**6 and max_len=10**12 (on an image never read to its end) hanging,
+    # and length_penalty=-1e9 dividing by zero in beam search
     image = formula_image("x+1")
     with pytest.raises(ConfigError) as err:
         recognizer.predict(image, **kwargs)
@@ -273,3 +279,14 @@ def test_png_bytes_roundtrip_through_pil(recognizer):
     buf = io.BytesIO()
     Image.fromarray(formula_image("2")).save(buf, format="JPEG")
     assert recognizer.predict(buf.getvalue(), max_len=4).source == "<bytes 0>"
+
+
+@pytest.mark.parametrize("penalty", [float("nan"), float("inf"), -0.5, 11, "1", True, None])
+def test_length_penalties_that_cannot_rank_are_config_errors(recognizer, penalty):
+    with pytest.raises(ConfigError, match="length_penalty must be a number in 0..10"):
+        recognizer.predict(formula_image("x"), beam=2, length_penalty=penalty)
+
+
+def test_length_penalties_in_range_still_decode(recognizer):
+    for penalty in (0, 0.6, 1, 10.0, np.float32(2)):
+        assert recognizer.predict(formula_image("x"), beam=2, max_len=4, length_penalty=penalty).tokens

@@ -208,6 +208,7 @@ DECODE_LIMITS = {
     "batch_size": (1, None, "images per batch"),
 }
 MAX_THREADS = 1024  # far above any CPU count; OpenMP killed the process (SIGSEGV) at 100,000
+MAX_LENGTH_PENALTY = 10.0  # -1e9 divided by length**-1e9 == 0.0; past 10 the ranking is length alone anyway
 
 
 def check_range(label: str, value: Any, low: int, high: int | None, meaning: str) -> None:
@@ -228,10 +229,18 @@ def check_threads(label: str, value: Any) -> None:
     check_range(label, value, 1, MAX_THREADS, "torch CPU threads; leave it out to use all available")
 
 
-def check_decode_args(**values: Any) -> None:
-    """`ConfigError` naming the first of `beam`, `max_len`, `batch_size` whose value is out of range."""
+def check_decode_args(length_penalty: Any = 1.0, **values: Any) -> None:
+    """`ConfigError` naming the first of `beam`, `max_len`, `batch_size`, `length_penalty` out of range."""
     for name, value in values.items():
         check_range(name, value, *DECODE_LIMITS[name])
+    number = isinstance(length_penalty, (int, float, np.integer, np.floating)) and not isinstance(
+        length_penalty, bool
+    )
+    if not number or not 0 <= length_penalty <= MAX_LENGTH_PENALTY:  # NaN fails the comparison too
+        raise ConfigError(
+            f"length_penalty must be a number in 0..{MAX_LENGTH_PENALTY:g} (beam hypotheses are ranked by "
+            f"log-probability / length**length_penalty; 0 = off), got {length_penalty!r}"
+        )
 
 
 class Recognizer:
@@ -281,7 +290,9 @@ class Recognizer:
         naming it; use `prepare` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
         `max_len` that is not an integer >= 1 raises `ConfigError` naming it.
         """
-        check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len)  # before any image is read
+        check_decode_args(
+            beam=beam, batch_size=batch_size, max_len=max_len, length_penalty=length_penalty
+        )  # before any image is read
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         arrays, sources, prep = [], [], []
@@ -328,7 +339,7 @@ class Recognizer:
 
         from texscribe.decoding import decode
 
-        check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len)
+        check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len, length_penalty=length_penalty)
         sources = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
         prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
