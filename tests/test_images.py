@@ -237,6 +237,17 @@ def test_corrupt_metadata_prints_no_warning(make):
         )
 
 
+def test_a_lazy_pil_image_with_corrupt_metadata_prints_no_warning():
+    """Found by benchmarks/fuzz_inputs.py: a user's lazily opened TIFF warned again ("Truncated File
+    Read") when `pil_to_array` read its pixels for Recognizer.predict."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the user's own Image.open may warn; that is not ours
+        lazy = Image.open(io.BytesIO(_tiff_with_tag_past_the_end()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert images.pil_to_array(lazy, origin="lazy.tif").shape[:2] == formula_gray().shape
+
+
 def test_pixel_limit_is_checked_before_decoding():
     """The limit applies from the header alone: the file below holds no pixel data at all."""
     with pytest.raises(ImageError, match="more than the limit"):

@@ -8,12 +8,13 @@ Nothing outside this module flips polarity or rescales pixels.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,32 +138,36 @@ def _max_file_bytes(max_pixels: int) -> int:
     return max_pixels * 8 + (16 << 20)
 
 
-def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndarray:
-    """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes.
-
-    PIL's warnings are silenced here (under `_OPEN_LOCK`, the filter being process-wide): its
+@contextlib.contextmanager
+def _quiet_pil() -> Iterator[None]:
+    """PIL's warnings silenced (under `_OPEN_LOCK`, the filter being process-wide): its
     DecompressionBombWarning, which our `max_pixels` check replaces, and the UserWarnings it prints
     for metadata it skips (corrupt EXIF, TIFF tags past the end of the file). Either the pixels still
-    decode, or the file fails below with an `ImageError` that says so; stderr is not the place.
+    decode, or decoding fails with an `ImageError` that says so; stderr is not the place.
     """
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # its hard error still applies
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        with _open_image(data, origin, max_pixels) as im:
-            width, height = im.size
-            _check_size(height, width, origin, max_pixels)
-            try:
-                im.load()
-                ImageOps.exif_transpose(im, in_place=True)
-                return _pil_to_gray(im, origin)
-            except ImageError:
-                raise
-            except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
-                raise ImageError(
-                    f"cannot decode {im.format} data ({type(exc).__name__}: {exc}); "
-                    "the file is truncated or corrupt",
-                    source=origin,
-                ) from exc
+        yield
+
+
+def _decode_to_gray(data: bytes, origin: str | None, max_pixels: int) -> np.ndarray:
+    """Encoded bytes -> float gray (H, W) in [0, 1], original polarity. Only `ImageError` escapes."""
+    with _quiet_pil(), _open_image(data, origin, max_pixels) as im:
+        width, height = im.size
+        _check_size(height, width, origin, max_pixels)
+        try:
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            return _pil_to_gray(im, origin)
+        except ImageError:
+            raise
+        except Exception as exc:  # truncated data, bad chunks, broken EXIF, odd modes
+            raise ImageError(
+                f"cannot decode {im.format} data ({type(exc).__name__}: {exc}); "
+                "the file is truncated or corrupt",
+                source=origin,
+            ) from exc
 
 
 def _open_image(data: bytes, origin: str | None, max_pixels: int) -> Image.Image:
@@ -194,11 +199,12 @@ def pil_to_array(
     width, height = im.size
     _check_size(height, width, origin, max_pixels)
     try:
-        if im.mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
-            im = im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
-        return np.asarray(im)
+        with _quiet_pil():
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+                im = im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
+            return np.asarray(im)
     except Exception as exc:  # PIL raises many types for data it cannot decode
         raise ImageError(
             f"cannot read the pixels of this PIL image ({type(exc).__name__}: {exc}); the file it was "
