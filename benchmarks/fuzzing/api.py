@@ -156,8 +156,14 @@ class ApiWorker:
         self.conn, child = context.Pipe()
         self.proc = context.Process(target=serve_cases, args=(child, model), daemon=True)
         self.proc.start()
-        if not self.conn.poll(600) or self.conn.recv() != "ready":
-            raise RuntimeError("the API worker did not load the model within 10 minutes")
+        child.close()  # the worker holds the only other end: if it dies, recv() says so at once
+        try:
+            ready = self.conn.poll(600) and self.conn.recv() == "ready"
+        except EOFError:
+            ready = False
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"the API worker did not load the model {model!r} (exit {self.proc.exitcode})")
 
     def run(self, case: tuple, time_limit: float) -> tuple[str, str]:
         """Send one case; a hang is over `time_limit` CPU seconds, or blocked that long (see `batch`)."""
