@@ -95,7 +95,13 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 
 
 def measure(
-    preset: str, precision: str, data: PreparedDataset, n_batches: int, repeats: int, buckets: int | None
+    preset: str,
+    precision: str,
+    data: PreparedDataset,
+    n_batches: int,
+    repeats: int,
+    buckets: int | None,
+    profile: bool = False,
 ) -> dict[str, float]:
     """One preset at one precision: a training step as Lightning runs it (autocast for bf16-mixed, the
     module's AdamW flavour, gradient clipping) on real augmented batches. Every timed pass trains on batches
@@ -105,7 +111,7 @@ def measure(
 
     from texscribe.data.datamodule import learn_size_buckets
     from texscribe.models.registry import count_parameters
-    from texscribe.training.lit_module import LitImageToLatex
+    from texscribe.training.lit_module import LitImageToLatex, adam_implementation
 
     cfg = load_config(preset)
     k = cfg.data.size_buckets if buckets is None else (buckets or None)
@@ -125,7 +131,7 @@ def measure(
     data_rate = sum(len(b) for b in batches) / (time.perf_counter() - started)
     passes = [batches[1 + r * n_batches : 1 + (r + 1) * n_batches] for r in range(repeats)]
 
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, **adam_implementation(cfg.train.grad_clip))
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=cfg.train.label_smoothing)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
@@ -153,6 +159,15 @@ def measure(
         for batch in batches[1:]:
             step(batch)
     gflop_per_img = counter.get_total_flops() / sum(len(b) for b in batches[1:]) / 1e9
+    if profile:  # where a step's CPU time goes: the first timed pass again, under torch.profiler
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in passes[0]:
+                step(batch)
+        print(f"\n{preset} {precision}: ops by self CPU time over {len(passes[0])} steps")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     sizes = [tuple(b.images.shape[2:]) for b in batches[1:]]
     distinct = len(set(tuple(b.images.shape) for b in batches[1:]))
     img_s = statistics.median(rates)
@@ -186,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="size buckets k (0 = none; default: each preset's data.size_buckets)",
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print torch.profiler's op table of one pass per row"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -207,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for preset in args.presets:
             per_precision: dict[str, dict[str, float]] = {}
             for precision in args.precisions:
-                r = measure(preset, precision, data, args.batches, args.repeats, args.buckets)
+                r = measure(preset, precision, data, args.batches, args.repeats, args.buckets, args.profile)
                 per_precision[precision] = r
                 peak = peaks["bf16" if precision.startswith("bf16") else "fp32"]
                 base = per_precision.get("32-true")

@@ -166,10 +166,7 @@ class LitImageToLatex(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         name = optim.name.lower()
-        # Fused (one kernel for all tensors) or multi-tensor Adam instead of a dozen elementwise ops per tensor.
-        # Lightning refuses gradient clipping with a fused optimizer under mixed precision (it assumes the
-        # optimizer unscales gradients itself), so clipping runs use the multi-tensor path.
-        fast = {"fused": True} if not self.config.train.grad_clip else {"foreach": True}
+        fast = adam_implementation(self.config.train.grad_clip)
         if name == "adamw":
             opt = torch.optim.AdamW(groups, lr=optim.lr, **fast)
         elif name == "adam":
@@ -227,6 +224,14 @@ class LitImageToLatex(L.LightningModule):
 
 
 SCHEDULERS = ("cosine", "multistep", "onecycle", "constant")
+
+
+def adam_implementation(grad_clip: float | None) -> dict[str, bool]:
+    """Adam(W) keyword for the fast implementation: fused (one kernel for all tensors) or multi-tensor,
+    instead of a dozen elementwise ops per tensor. Lightning refuses gradient clipping with a fused
+    optimizer under mixed precision (it assumes the optimizer unscales gradients itself), so runs that
+    clip use the multi-tensor path."""
+    return {"foreach": True} if grad_clip else {"fused": True}
 
 
 def lr_factor(
