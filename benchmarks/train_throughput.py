@@ -34,7 +34,7 @@ import torch
 
 from texscribe.config import load_config
 from texscribe.data.augment import build_augmenter
-from texscribe.data.batching import SizeBucketBatchSampler, collate
+from texscribe.data.batching import SizeBucketBatchSampler, collate, kmeans_buckets
 from texscribe.data.datamodule import LatexDataset
 from texscribe.data.prepared import PreparedDataset
 
@@ -109,7 +109,6 @@ def measure(
     and oneDNN builds kernels per new shape (in bf16 that costs as much as the step)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from texscribe.data.datamodule import learn_size_buckets
     from texscribe.models.registry import count_parameters
     from texscribe.training.lit_module import LitImageToLatex, adam_implementation
 
@@ -120,7 +119,7 @@ def measure(
     module.train()
     augment = build_augmenter(cfg.data.augment, seed=0)
     dataset = LatexDataset([data], data.vocab, cfg.data, augment=augment, seed=0, name=preset)
-    shapes = learn_size_buckets(dataset.sizes, k) if k else None
+    shapes = kmeans_buckets(dataset.sizes, k) if k else None
     sampler = SizeBucketBatchSampler(
         dataset.sizes, cfg.data.batch_max_pixels, cfg.data.batch_max_size, seed=0, buckets=shapes
     )

@@ -1,4 +1,5 @@
-"""Size-bucketed batching, collate targets, augmentation and the resumable train loader (no real data needed)."""
+"""Batching (padding, size order and packing, the size-bucket sampler, collate targets), augmentation and the
+resumable train loader (no real data needed)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from texscribe.data.batching import (
     Item,
     SizeBucketBatchSampler,
     collate,
+    kmeans_buckets,
+    pad_batch,
     padded_area,
     padded_side,
+    size_batches,
+    size_order,
     targets,
 )
 from texscribe.data.prepared import PreparedDataset, PreparedRecord, write_manifest
@@ -128,13 +133,92 @@ def test_targets_and_r2l_convention() -> None:
     assert batch.pixel_mask[0, :20, :50].logical_not().all() and batch.pixel_mask[0, 20:].all()
     assert batch.pixel_mask[1, :33, :17].logical_not().all() and batch.pixel_mask[1, :, 17:].all()
     assert batch.lengths.tolist() == [4, 2]
-    assert batch.ids == ["a", "b"]
+    assert batch.sample_ids == ["a", "b"]
     # R2L: reversed ids, started by <eos> and ended by <sos> so the decoder knows the direction
     assert batch.tgt_in_r2l.tolist() == [[2, 12, 11, 10], [2, 20, 0, 0]]
     assert batch.tgt_out_r2l.tolist() == [[12, 11, 10, 1], [20, 1, 0, 0]]
     assert collate(items).tgt_in_r2l is None
     moved = batch.to("cpu")
-    assert torch.equal(moved.tgt_out, batch.tgt_out) and moved.ids == batch.ids
+    assert torch.equal(moved.tgt_out, batch.tgt_out) and moved.sample_ids == batch.sample_ids
+
+
+# ------------------------------------------------------------------------------- padding, order, packing
+def test_pad_batch_shapes_and_mask() -> None:
+    imgs = [np.full((20, 50), 0.5, np.float32), np.ones((37, 16), np.float32)]
+    batch, mask = pad_batch(imgs, multiple=16)
+    assert tuple(batch.shape) == (2, 1, 48, 64) and tuple(mask.shape) == (2, 48, 64)
+    assert str(batch.dtype) == "torch.float32" and str(mask.dtype) == "torch.bool"
+    for i, im in enumerate(imgs):
+        h, w = im.shape
+        assert not mask[i, :h, :w].any() and mask[i].sum() == 48 * 64 - h * w
+        np.testing.assert_array_equal(batch[i, 0, :h, :w].numpy(), im)
+        assert batch[i, 0][mask[i]].abs().sum() == 0
+    batch1, _ = pad_batch(imgs, multiple=1)
+    assert tuple(batch1.shape) == (2, 1, 37, 50)
+    with pytest.raises(ValueError):
+        pad_batch([])
+
+
+def test_kmeans_buckets_every_item_fits() -> None:
+    rng = np.random.default_rng(3)
+    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(20, 200, 500), rng.integers(40, 900, 500))]
+    buckets = kmeans_buckets(sizes, k=6, seed=0, multiple=8)
+    assert 1 <= len(buckets) <= 6 and buckets == kmeans_buckets(sizes, k=6, seed=0, multiple=8)
+    assert all(h % 8 == 0 and w % 8 == 0 for h, w in buckets)
+    for h, w in sizes:
+        assert any(h <= bh and w <= bw for bh, bw in buckets)
+    assert kmeans_buckets([(30, 100)] * 5, k=4, multiple=8) == [(32, 104)]  # (h, w), like the sizes
+    # the default multiple is pad_batch's, so learned buckets pad without further arguments
+    assert kmeans_buckets([(30, 100)] * 5, k=4) == [(32, 112)]
+    assert tuple(pad_batch([np.ones((30, 100), np.float32)], buckets=[(32, 112)])[0].shape) == (1, 1, 32, 112)
+
+
+def _inference_batches_before_issue_16(sizes: list[tuple[int, int]], batch_size: int, max_pixels: int):
+    """The packer inference had of its own (`inference._size_batches`), kept here as the reference its
+    batches -- and so its bit-exact predictions -- must not drift from."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    max_h = max_w = 0
+    for i in order:
+        h, w = sizes[i]
+        new_h, new_w = max(max_h, h), max(max_w, w)
+        if current and (len(current) >= batch_size or new_h * new_w * (len(current) + 1) > max_pixels):
+            batches.append(current)
+            current, new_h, new_w = [], h, w
+        current.append(i)
+        max_h, max_w = new_h, new_w
+    if current:
+        batches.append(current)
+    return batches
+
+
+@pytest.mark.parametrize("batch_size,max_pixels", [(5, 60_000), (1, 10**6), (16, 4_000), (64, 400_000)])
+def test_inference_packing_keeps_its_batches(batch_size: int, max_pixels: int) -> None:
+    rng = np.random.default_rng(batch_size)
+    sizes = [(int(h), int(w)) for h, w in rng.integers(20, 200, size=(60, 2))]
+    sizes += sizes[:15]  # equal sizes keep their input order
+    batches = size_batches(sizes, batch_size, max_pixels, multiple=1)
+    assert batches == _inference_batches_before_issue_16(sizes, batch_size, max_pixels)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for b in batches:
+        assert len(b) <= batch_size
+        h, w = max(sizes[i][0] for i in b), max(sizes[i][1] for i in b)
+        assert len(b) == 1 or h * w * len(b) <= max_pixels
+    assert size_batches([], batch_size, max_pixels, multiple=1) == []
+
+
+def test_unshuffled_sampler_packs_like_size_batches() -> None:
+    """Training and inference share one packer: without shuffling or jitter the sampler's batches are
+    `size_batches` of the same sizes (same padded-height-then-width order, same budget)."""
+    sizes = random_sizes(300, seed=9)
+    buckets = kmeans_buckets(sizes, 6)
+    for bk in (None, buckets):
+        sampler = SizeBucketBatchSampler(sizes, 90_000, 12, shuffle=False, buckets=bk)
+        assert list(sampler) == size_batches(sizes, 12, 90_000, buckets=bk)
+    heights, widths = np.array([37, 40, 33, 40]), np.array([50, 20, 90, 10])
+    assert size_order(heights, widths).tolist() == [3, 1, 0, 2]  # 33/37/40 all pad to 48: by width
+    assert size_order(heights, widths, multiple=1).tolist() == [2, 0, 3, 1]  # exact height, then width
 
 
 # ------------------------------------------------------------------------------------ augmentation
@@ -233,7 +317,7 @@ def test_dataset_items_fit_their_size_bounds(prepared: Path) -> None:
     for i in range(len(data)):
         item = data[i]
         assert item.image.shape[0] <= data.sizes[i][0] and item.image.shape[1] <= data.sizes[i][1]
-        assert ds.vocab.decode(item.ids) == data.records[i][1].tokens
+        assert ds.vocab.decode(item.token_ids) == data.records[i][1].tokens
 
 
 def test_datamodule_loader_resumes_mid_epoch(prepared: Path) -> None:
@@ -244,7 +328,7 @@ def test_datamodule_loader_resumes_mid_epoch(prepared: Path) -> None:
     loader = dm.train_dataloader()
     sampler = loader.batch_sampler
     sampler.set_epoch(2)
-    full = [b.ids for b in loader]
+    full = [b.sample_ids for b in loader]
     # a checkpoint taken after 3 batches of epoch 2 ...
     loader.batches_done = lambda: 3
     state = loader.state_dict()
@@ -252,7 +336,7 @@ def test_datamodule_loader_resumes_mid_epoch(prepared: Path) -> None:
     # ... restores into a fresh loader that continues with batch 4 of the same order
     fresh = LatexDataModule(cfg).train_dataloader()
     fresh.load_state_dict(state)
-    assert [b.ids for b in fresh] == full[3:]
+    assert [b.sample_ids for b in fresh] == full[3:]
     # a checkpoint at the end of an epoch continues with the next epoch
     end = LatexDataModule(cfg).train_dataloader()
     end.load_state_dict({"epoch": 2, "batches_done": len(full)})

@@ -1,4 +1,4 @@
-"""texscribe.images: every input format, polarity, crop/resize, padding/buckets, and the errors."""
+"""texscribe.images: every input format, polarity, crop/resize, PNG files, and the errors."""
 
 from __future__ import annotations
 
@@ -458,55 +458,6 @@ def test_read_png_errors(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(ImageError, match="bad.png"):
         images.read_png(bad)
-
-
-# ------------------------------------------------------------------------------------------- batching
-def test_pad_batch_shapes_and_mask():
-    imgs = [np.full((20, 50), 0.5, np.float32), np.ones((37, 16), np.float32)]
-    batch, mask = images.pad_batch(imgs, multiple=16)
-    assert tuple(batch.shape) == (2, 1, 48, 64) and tuple(mask.shape) == (2, 48, 64)
-    assert str(batch.dtype) == "torch.float32" and str(mask.dtype) == "torch.bool"
-    for i, im in enumerate(imgs):
-        h, w = im.shape
-        assert not mask[i, :h, :w].any() and mask[i].sum() == 48 * 64 - h * w
-        np.testing.assert_array_equal(batch[i, 0, :h, :w].numpy(), im)
-        assert batch[i, 0][mask[i]].abs().sum() == 0
-    batch1, _ = images.pad_batch(imgs, multiple=1)
-    assert tuple(batch1.shape) == (2, 1, 37, 50)
-    with pytest.raises(ValueError):
-        images.pad_batch([])
-
-
-def test_fixed_buckets_and_pad_to_bucket():
-    areas = [w * h for w, h in images.FIXED_BUCKETS]
-    assert areas == sorted(areas) and all(w % 8 == 0 and h % 8 == 0 for w, h in images.FIXED_BUCKETS)
-    img = np.ones((45, 130), np.float32)
-    out = images.pad_to_bucket(img)
-    fitting = [(w, h) for w, h in images.FIXED_BUCKETS if w >= 130 and h >= 45]
-    assert out.shape[::-1] == min(fitting, key=lambda b: b[0] * b[1])
-    assert out[:45, :130].all() and out.sum() == img.sum()
-
-
-def test_pad_to_bucket_too_large():
-    img = np.ones((500, 3000), np.float32)
-    with pytest.raises(ImageError, match="fits no bucket"):
-        images.pad_to_bucket(img)
-    out = images.pad_to_bucket(img, downscale=True)
-    assert out.shape[::-1] in images.FIXED_BUCKETS
-    ink_rows, ink_cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
-    assert abs((ink_cols.size / ink_rows.size) - 6.0) < 0.2  # aspect kept
-
-
-def test_kmeans_buckets_every_item_fits():
-    rng = np.random.default_rng(3)
-    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(20, 200, 500), rng.integers(40, 900, 500))]
-    buckets = images.kmeans_buckets(sizes, k=6, seed=0)
-    assert 1 <= len(buckets) <= 6 and buckets == images.kmeans_buckets(sizes, k=6, seed=0)
-    assert all(w % 8 == 0 and h % 8 == 0 for w, h in buckets)
-    for h, w in sizes:
-        assert any(w <= bw and h <= bh for bw, bh in buckets)
-        images.pad_to_bucket(np.zeros((h, w), np.float32), buckets)  # never raises
-    assert images.kmeans_buckets([(30, 100)] * 5, k=4) == [(104, 32)]
 
 
 # ------------------------------------------------------------------------------------------- real data

@@ -245,18 +245,6 @@ def test_model_loading_errors_say_what_to_do(tmp_path, monkeypatch):
         inference.load_model(tmp_path, backend="onnx")
 
 
-def test_size_batches_cover_every_image_once_within_budgets():
-    rng = np.random.default_rng(0)
-    images = [np.zeros((int(h), int(w)), np.float32) for h, w in rng.integers(20, 200, size=(37, 2))]
-    batches = inference._size_batches(images, batch_size=5, max_pixels=60_000)
-    assert sorted(i for b in batches for i in b) == list(range(37))
-    for b in batches:
-        assert len(b) <= 5
-        h = max(images[i].shape[0] for i in b)
-        w = max(images[i].shape[1] for i in b)
-        assert len(b) == 1 or h * w * len(b) <= 60_000
-
-
 def test_iter_predictions_skips_bad_items_and_keeps_order(recognizer):
     items = [("a", formula_image("x")), ("b", b"garbage"), ("c", formula_image("y", 200))]
     outcomes = list(inference.iter_predictions(recognizer, items, workers=2, chunk_size=2, max_len=4))

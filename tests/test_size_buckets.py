@@ -16,8 +16,15 @@ from test_architectures import synthetic_prepared
 from test_batching import make_prepared, random_sizes
 
 from texscribe.config import load_config
-from texscribe.data.batching import PAD_MULTIPLE, SizeBucketBatchSampler, padded_area
-from texscribe.images import fit_height, fitted_size, kmeans_buckets, pad_batch, padded_shape
+from texscribe.data.batching import (
+    PAD_MULTIPLE,
+    SizeBucketBatchSampler,
+    kmeans_buckets,
+    pad_batch,
+    padded_area,
+    padded_shape,
+)
+from texscribe.images import fit_height, fitted_size
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,10 +47,10 @@ def test_fitted_size_agrees_with_fit_height() -> None:
 
 
 def test_pad_batch_into_buckets_and_fallback() -> None:
-    buckets = [(64, 32), (128, 32), (96, 64)]  # (width, height)
+    buckets = [(32, 64), (32, 128), (64, 96)]  # (h, w)
     imgs = [np.ones((20, 50), np.float32), np.ones((30, 70), np.float32)]
     batch, mask = pad_batch(imgs, buckets=buckets)
-    assert tuple(batch.shape) == (2, 1, 32, 128)  # 70 wide: (128, 32) is smaller than (96, 64)
+    assert tuple(batch.shape) == (2, 1, 32, 128)  # 70 wide: (32, 128) is smaller than (64, 96)
     for i, im in enumerate(imgs):
         h, w = im.shape
         assert not mask[i, :h, :w].any() and int(mask[i].sum()) == 32 * 128 - h * w
@@ -52,7 +59,7 @@ def test_pad_batch_into_buckets_and_fallback() -> None:
     # larger than every bucket (e.g. a validation image): plain pad_batch padding
     assert tuple(pad_batch([np.ones((70, 20), np.float32)], buckets=buckets)[0].shape) == (1, 1, 80, 32)
     with pytest.raises(ValueError, match="multiple of 16"):
-        padded_shape(10, 10, 16, [(24, 16)])
+        padded_shape(10, 10, 16, [(16, 24)])
 
 
 def test_a_few_tall_images_do_not_make_every_bucket_tall() -> None:
@@ -64,8 +71,8 @@ def test_a_few_tall_images_do_not_make_every_bucket_tall() -> None:
     heights = np.where(rng.random(n) < 0.03, 96, rng.integers(20, 60, n))
     sizes = [(int(h), int(w)) for h, w in zip(heights, rng.integers(10, 512, n))]
     buckets = kmeans_buckets(sizes, 8, seed=7, multiple=PAD_MULTIPLE)
-    assert all(any(h <= bh and w <= bw for bw, bh in buckets) for h, w in sizes)
-    assert sum(bh < 96 for _, bh in buckets) >= 4
+    assert all(any(h <= bh and w <= bw for bh, bw in buckets) for h, w in sizes)
+    assert sum(bh < 96 for bh, _ in buckets) >= 4
     padded = sum(padded_area([sz], buckets) for sz in sizes) / sum(h * w for h, w in sizes)
     assert padded < 1.8
 
@@ -81,7 +88,7 @@ def test_sampler_budget_counts_the_bucket() -> None:
         assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
         for b in batches:
             h, w = padded_shape(*np.max([sizes[i] for i in b], axis=0), PAD_MULTIPLE, buckets)
-            assert (w, h) in buckets
+            assert (h, w) in buckets
             assert len(b) * h * w == padded_area([sizes[i] for i in b], buckets)
             assert len(b) * h * w <= 120_000 or len(b) == 1
     # the bucket rounds batches up, so the same budget holds fewer images per batch
@@ -106,18 +113,18 @@ def test_training_batches_are_bucketed_masked_and_within_budget(
         dm = LatexDataModule(cfg)
         loader = dm.train_dataloader()
     buckets = dm.size_buckets
-    assert 1 <= len(buckets) <= 3 and all(w % 16 == 0 and h % 16 == 0 for w, h in buckets)
-    assert f"size buckets (k=3): {' '.join(f'{w}x{h}' for w, h in buckets)}" in caplog.text
+    assert 1 <= len(buckets) <= 3 and all(h % 16 == 0 and w % 16 == 0 for h, w in buckets)
+    assert f"size buckets (k=3): {' '.join(f'{w}x{h}' for h, w in buckets)}" in caplog.text
     assert dm.val_dataloader().collate_fn.buckets == buckets
     data, sampler = dm.train_data, loader.batch_sampler
-    assert all(any(h <= bh and w <= bw for bw, bh in buckets) for h, w in data.sizes)
+    assert all(any(h <= bh and w <= bw for bh, bw in buckets) for h, w in data.sizes)
     for epoch in range(2):
         sampler.set_epoch(epoch)
         for indices in sampler.batches():
             items = [data[i] for i in indices]
             batch = loader.collate_fn(items)
             b, _, h, w = batch.images.shape
-            assert (w, h) in buckets and b == len(indices)
+            assert (h, w) in buckets and b == len(indices)
             assert b * h * w <= cfg.data.batch_max_pixels
             for i, item in enumerate(items):
                 ih, iw = item.image.shape
@@ -127,7 +134,7 @@ def test_training_batches_are_bucketed_masked_and_within_budget(
                 assert torch.equal(batch.images[i, 0, :ih, :iw], torch.from_numpy(item.image))
                 assert float(batch.images[i, 0][batch.pixel_mask[i]].abs().sum()) == 0.0
     shapes = {tuple(batch.images.shape[2:]) for batch in loader}  # the real DataLoader path
-    assert shapes <= {(h, w) for w, h in buckets}
+    assert shapes <= set(buckets)
 
 
 class RecordShapes(L.Callback):
@@ -184,7 +191,7 @@ def test_bf16_mixed_training_on_buckets_exports_a_working_model(
     assert result.global_step == 2 and result.model_file is not None
     assert record.precision == "bf16-mixed" and 1 <= len(record.buckets) <= 2
     assert record.logit_dtypes == {torch.bfloat16}  # really trained under bf16 autocast
-    allowed = {(h, w) for w, h in record.buckets}
+    allowed = set(record.buckets)
     assert record.shapes and record.shapes <= allowed
     if mean_teacher:
         assert consistency_shapes and consistency_shapes <= allowed

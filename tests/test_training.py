@@ -57,7 +57,7 @@ class RecordBatches(L.Callback):
         self.loss: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.ids[trainer.global_step] = list(batch.ids)
+        self.ids[trainer.global_step] = list(batch.sample_ids)
         self.loss[trainer.global_step] = float(outputs["loss"])
 
 
@@ -233,7 +233,7 @@ class Record(L.Callback):
         record.update(rank=trainer.global_rank, world_size=trainer.world_size, node_rank=trainer.node_rank)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        record["ids"][trainer.global_step] = list(batch.ids)
+        record["ids"][trainer.global_step] = list(batch.sample_ids)
 
     def on_fit_end(self, trainer, pl_module):
         digest = hashlib.sha256()

@@ -1,4 +1,6 @@
-"""Pixels, in one place: safe loading, polarity, crop to ink, resize, pad and bucket.
+"""Pixels, in one place: safe loading, polarity, crop to ink, resize, PNG files.
+
+Batching them (padding into (B, 1, H, W), size buckets) is `texscribe.data.batching`.
 
 Canonical form everywhere in the library: `np.ndarray` float32 in [0, 1], shape (H, W),
 ink BRIGHT (≈1) on a DARK (≈0) background. CROHME bitmaps already look like that; printed
@@ -14,7 +16,7 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,25 +27,12 @@ from PIL import Image, ImageOps
 from texscribe.errors import ImageError
 
 if TYPE_CHECKING:
-    import torch
-
     from texscribe.config import DataConfig
 
 DEFAULT_MAX_PIXELS = 40_000_000
 INK_THRESHOLD = 0.5  # canonical value above which a pixel counts as ink
 # Formats we let PIL decode. Anything else (EPS runs Ghostscript, fonts, icons...) is refused.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
-# (width, height) buckets for fixed-size batching, smallest area first; widths and heights are multiples
-# of 8 so that any CNN stride up to 8 divides them.
-FIXED_BUCKETS: list[tuple[int, int]] = sorted(
-    [
-        (120, 48), (160, 40), (200, 40), (200, 56), (240, 40), (240, 56), (280, 48), (320, 40),
-        (320, 56), (360, 48), (360, 64), (400, 56), (400, 96), (480, 64), (480, 104), (560, 80),
-        (640, 80), (640, 120), (720, 104), (800, 104), (800, 200), (1000, 200), (1000, 400),
-    ],
-    key=lambda b: (b[0] * b[1], b[0]),
-)  # fmt: skip
-
 # PIL flags oversized images with a DecompressionBombWarning (and an error past 2 x MAX_IMAGE_PIXELS,
 # ~179 MP, which therefore caps `max_pixels`). We silence the warning while parsing the header and apply
 # our own limit; the warnings filter is process-global, so that short header parse holds this lock.
@@ -569,179 +558,3 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     if arr.dtype == np.uint16:
         return (arr / 65535.0).astype(np.float32)
     return arr.astype(np.float32) / 255.0
-
-
-# ----------------------------------------------------------------------------------------------- batching
-def pad_batch(
-    images: Sequence[np.ndarray], multiple: int = 16, buckets: Sequence[tuple[int, int]] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack canonical images into a batch padded bottom/right with zeros.
-
-    Returns images (B, 1, H, W) float32 and pixel_mask (B, H, W) bool (True = padding). (H, W) is
-    `padded_shape` of the largest height/width: with `buckets` ((width, height) pairs, sides multiples
-    of `multiple`) the smallest bucket holding them, so a model sees only those shapes; without buckets,
-    or when the images exceed every bucket, the largest sides rounded up to `multiple` (so every encoder
-    stride divides them).
-    """
-    import torch
-
-    if not images:
-        raise ValueError("pad_batch needs at least one image")
-    height, width = padded_shape(
-        max(im.shape[0] for im in images), max(im.shape[1] for im in images), multiple, buckets
-    )
-    batch = np.zeros((len(images), 1, height, width), dtype=np.float32)
-    mask = np.ones((len(images), height, width), dtype=bool)
-    for i, im in enumerate(images):
-        h, w = im.shape
-        batch[i, 0, :h, :w] = im
-        mask[i, :h, :w] = False
-    return torch.from_numpy(batch), torch.from_numpy(mask)
-
-
-def padded_shape(
-    height: int, width: int, multiple: int = 16, buckets: Sequence[tuple[int, int]] | None = None
-) -> tuple[int, int]:
-    """(H, W) that `pad_batch` gives a batch whose largest image sides are `height` and `width`.
-
-    The smallest bucket that holds them (see `smallest_bucket`) when `buckets` are given and one does,
-    else both sides rounded up to `multiple`. Batch samplers count pixel budgets with it.
-    """
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    bucket = smallest_bucket(height, width, buckets) if buckets else None
-    if bucket is None:
-        return _round_up(height, multiple), _round_up(width, multiple)
-    if bucket[0] % multiple or bucket[1] % multiple:
-        raise ValueError(f"bucket {bucket[0]}x{bucket[1]} is not a multiple of {multiple} on both sides")
-    return bucket[1], bucket[0]
-
-
-def smallest_bucket(height: int, width: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
-    """The smallest-area (width, height) bucket (ties: the narrower) holding a `height` x `width` image,
-    or None when none does."""
-    fitting = [(bw, bh) for bw, bh in buckets if width <= bw and height <= bh]
-    return min(fitting, key=lambda b: (b[0] * b[1], b[0])) if fitting else None
-
-
-def smallest_bucket_indices(
-    heights: np.ndarray, widths: np.ndarray, buckets: Sequence[tuple[int, int]]
-) -> np.ndarray:
-    """Vectorised `smallest_bucket`: for each (height, width) pair the index in `buckets` -- which must be
-    sorted as `smallest_bucket` ranks them (area, then width) -- of the first, i.e. smallest, bucket
-    holding it; `len(buckets)` where none does."""
-    bw, bh = np.asarray(buckets, dtype=np.float64).reshape(-1, 2).T
-    fits = (np.asarray(widths)[:, None] <= bw[None]) & (np.asarray(heights)[:, None] <= bh[None])
-    return np.where(fits.any(axis=1), fits.argmax(axis=1), len(bw))
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-int(value) // multiple) * multiple
-
-
-def pad_to_bucket(
-    img: np.ndarray, buckets: Sequence[tuple[int, int]] = FIXED_BUCKETS, *, downscale: bool = False
-) -> np.ndarray:
-    """Pad (bottom/right, zeros) into the smallest-area (width, height) bucket that fits.
-
-    When none fits: with `downscale`, shrink the image (keeping aspect) into the bucket that keeps it
-    largest, then pad; otherwise raise `ImageError`.
-    """
-    if not buckets:
-        raise ValueError("no buckets given")
-    h, w = img.shape
-    bucket = smallest_bucket(h, w, buckets)
-    if bucket is not None:
-        bw, bh = bucket
-    elif downscale:
-        bw, bh = max(buckets, key=lambda b: (min(b[0] / w, b[1] / h), -b[0] * b[1]))
-        factor = min(bw / w, bh / h)
-        new_w, new_h = max(1, min(bw, int(w * factor))), max(1, min(bh, int(h * factor)))
-        img = cv2.resize(np.asarray(img, dtype=np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
-        h, w = img.shape
-    else:
-        largest = max(buckets, key=lambda b: b[0] * b[1])
-        raise ImageError(
-            f"image {w}x{h} fits no bucket (largest {largest[0]}x{largest[1]}); "
-            "pass downscale=True or add a larger bucket"
-        )
-    out = np.zeros((bh, bw), dtype=np.float32)
-    out[:h, :w] = img
-    return out
-
-
-def kmeans_buckets(
-    sizes: Sequence[tuple[int, int]],
-    k: int,
-    seed: int = 0,
-    iters: int = 50,
-    multiple: int = 8,
-    restarts: int = 8,
-) -> list[tuple[int, int]]:
-    """Learn up to `k` (width, height) buckets from image sizes given as (h, w) — i.e. `img.shape`.
-
-    K-means (k-means++ init, seeded) on (h, w), each side in units of its own spread (standard deviation)
-    so that the wider-ranging width does not decide every cluster alone: on CROHME that let a few tall
-    images give every bucket the maximum height. Each bucket is its cluster's max height and max width,
-    rounded up to a multiple of `multiple`, so every input size fits the bucket of its cluster. Of
-    `restarts` seeded runs the one padding the sizes to the fewest pixels wins (each size in the smallest
-    bucket holding it). Returned sorted by area, duplicates removed; usable directly with
-    `pad_to_bucket` and `pad_batch`.
-    """
-    if k < 1 or multiple < 1 or restarts < 1:
-        raise ValueError(f"k, multiple and restarts must be >= 1, got {k}, {multiple}, {restarts}")
-    sides = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
-    if len(sides) == 0:
-        raise ValueError("kmeans_buckets needs at least one size")
-    points = sides / np.maximum(sides.std(axis=0), 1.0)
-    k = min(k, len(np.unique(points, axis=0)))
-    rng = np.random.default_rng(seed)
-    best: tuple[float, list[tuple[int, int]]] | None = None
-    for _ in range(restarts):
-        labels = _kmeans_labels(points, k, rng, iters)
-        buckets = set()
-        for c in np.unique(labels):
-            max_h, max_w = sides[labels == c].max(axis=0)
-            buckets.add((_round_up(int(np.ceil(max_w)), multiple), _round_up(int(np.ceil(max_h)), multiple)))
-        cost = _bucket_padding(sides, buckets)
-        if best is None or cost < best[0]:
-            best = (cost, sorted(buckets, key=lambda b: (b[0] * b[1], b[0])))
-    return best[1]
-
-
-def _kmeans_labels(points: np.ndarray, k: int, rng: np.random.Generator, iters: int) -> np.ndarray:
-    """Cluster index of each point after Lloyd iterations from a k-means++ start."""
-    centers = _kmeans_pp_init(points, k, rng)
-    labels = np.zeros(len(points), dtype=np.int64)
-    for it in range(iters):
-        dist = (points[:, None, 0] - centers[None, :, 0]) ** 2 + (
-            points[:, None, 1] - centers[None, :, 1]
-        ) ** 2
-        new_labels = dist.argmin(axis=1)
-        if it > 0 and np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-        for c in range(len(centers)):
-            members = points[labels == c]
-            if len(members):
-                centers[c] = members.mean(axis=0)
-    return labels
-
-
-def _bucket_padding(sides: np.ndarray, buckets: set[tuple[int, int]]) -> float:
-    """Total area of the smallest bucket holding each (h, w) row of `sides` (all fit one)."""
-    ranked = sorted(buckets, key=lambda b: (b[0] * b[1], b[0]))
-    areas = np.array([w * h for w, h in ranked], dtype=np.float64)
-    return float(areas[smallest_bucket_indices(sides[:, 0], sides[:, 1], ranked)].sum())
-
-
-def _kmeans_pp_init(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding: spread initial centres proportionally to squared distance."""
-    centers = [points[rng.integers(len(points))]]
-    for _ in range(1, k):
-        d2 = np.min(((points[:, None, :] - np.asarray(centers)[None]) ** 2).sum(axis=2), axis=1)
-        total = d2.sum()
-        if total == 0:
-            break
-        centers.append(points[rng.choice(len(points), p=d2 / total)])
-    return np.asarray(centers, dtype=np.float64)

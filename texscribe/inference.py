@@ -33,7 +33,7 @@ import numpy as np
 
 from texscribe.config import Config, from_dict
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
-from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, pil_to_array, preprocess
+from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pil_to_array, preprocess
 from texscribe.latex import Vocab
 from texscribe.metrics import latex_string
 
@@ -337,6 +337,7 @@ class Recognizer:
         """
         import torch
 
+        from texscribe.data.batching import pad_batch, size_batches
         from texscribe.decoding import decode
 
         check_decode_args(beam=beam, batch_size=batch_size, max_len=max_len, length_penalty=length_penalty)
@@ -347,7 +348,10 @@ class Recognizer:
             self.backends if deadline is None else [_DeadlineBackend(b, deadline) for b in self.backends]
         )
         results: list[Prediction | None] = [None] * len(images)
-        for batch in _size_batches(images, batch_size, self.config.data.batch_max_pixels):
+        # multiple=1: sorted by exact size, the budget counting the images' own sides -- the batches (and so
+        # the padding, and the bit-exact predictions) inference has always used
+        sizes = [im.shape[:2] for im in images]
+        for batch in size_batches(sizes, batch_size, self.config.data.batch_max_pixels, multiple=1):
             start = time.perf_counter()
             tensors, mask = pad_batch([images[i] for i in batch])
             tensors, mask = tensors.to(self.device), mask.to(self.device)
@@ -492,25 +496,6 @@ def iter_predictions(
             by_row = dict(zip(ok, preds))
             for j, i in enumerate(rows):
                 yield Outcome(i, items[i][0], by_row.get(j), loaded[j][2])
-
-
-def _size_batches(images: Sequence[np.ndarray], batch_size: int, max_pixels: int) -> list[list[int]]:
-    """Index batches of similar-size images: sorted by (height, width), cut at batch_size / padded area."""
-    order = sorted(range(len(images)), key=lambda i: (images[i].shape[0], images[i].shape[1]))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    max_h = max_w = 0
-    for i in order:
-        h, w = images[i].shape[:2]
-        new_h, new_w = max(max_h, h), max(max_w, w)
-        if current and (len(current) >= batch_size or new_h * new_w * (len(current) + 1) > max_pixels):
-            batches.append(current)
-            current, new_h, new_w = [], h, w
-        current.append(i)
-        max_h, max_w = new_h, new_w
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _input_settings(config: Config) -> tuple:

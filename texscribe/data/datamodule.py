@@ -4,10 +4,9 @@ Training reads one or more prepared folders (`data.train`, see `texscribe.data.p
 validates on one (`data.val`). Every image goes through `images.preprocess` (the same transform
 inference uses); training images are augmented around it (`data.augment`, see `augment.py`).
 Batches come from `SizeBucketBatchSampler` under `data.batch_max_pixels` / `data.batch_max_size`.
-With `data.size_buckets = k`, k (width, height) shapes are learned at setup by k-means over the training
-images' size bounds and every batch is padded into the smallest one that holds it, so the model sees k
-input shapes (what cudnn.benchmark, torch.compile and static ONNX shapes need); a validation batch
-larger than every bucket falls back to plain padding. Inference pads as before.
+With `data.size_buckets = k`, k (h, w) shapes are learned at setup by `batching.kmeans_buckets` over the
+training images' size bounds (so no training item, augmented or not, exceeds every bucket) and every
+batch is padded into the smallest one that holds it (see `texscribe.data.batching`).
 The train loader is resumable: its (epoch, batches done) position is stored in Lightning
 checkpoints, so a resumed run continues the interrupted epoch with the same batch order.
 """
@@ -27,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from texscribe.config import Config, DataConfig
 from texscribe.data.augment import Augmenter, build_augmenter
-from texscribe.data.batching import PAD_MULTIPLE, Batch, Collate, Item, SizeBucketBatchSampler
+from texscribe.data.batching import Batch, Collate, Item, SizeBucketBatchSampler, kmeans_buckets
 from texscribe.data.prepared import PreparedDataset, PreparedRecord
 from texscribe.errors import ConfigError, ImageError
-from texscribe.images import fit_height, fitted_size, kmeans_buckets, preprocess
+from texscribe.images import fit_height, fitted_size, preprocess
 from texscribe.latex import Vocab
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def merged_vocab(datasets: Sequence[PreparedDataset]) -> Vocab:
 
 
 class LatexDataset(Dataset):
-    """Records of several prepared datasets as `Item(id, image (H, W) float32, ids)`.
+    """Records of several prepared datasets as `Item(id, image (H, W) float32, token_ids)`.
 
     `sizes[i]` is an upper bound (height, width) of item i as returned, used for batch budgets: the
     preprocessed size grown by what augmentation may add, clipped to the configured maximum; a rare
@@ -76,10 +75,10 @@ class LatexDataset(Dataset):
         if limit is not None and limit < len(self.records):
             keep = np.sort(np.random.default_rng(seed).choice(len(self.records), size=limit, replace=False))
             self.records = [self.records[i] for i in keep]
-        self.ids: list[list[int]] = []
+        self.token_ids: list[list[int]] = []
         for _, rec in self.records:
             self.unknown_tokens.update(t for t in rec.tokens if t not in vocab)
-            self.ids.append(vocab.encode(rec.tokens))
+            self.token_ids.append(vocab.encode(rec.tokens))
         self.sizes = self._size_bounds()
         for reason, count in self.skipped.items():
             log.info("%s: skipped %d records (%s)", name, count, reason)
@@ -130,18 +129,7 @@ class LatexDataset(Dataset):
         bound_h, bound_w = self.sizes[index]
         if out.shape[0] > bound_h or out.shape[1] > bound_w:
             out = fit_height(out, min_height=1, max_height=min(out.shape[0], bound_h), max_width=bound_w)
-        return Item(rec.id, out, self.ids[index])
-
-
-def learn_size_buckets(sizes: Sequence[tuple[int, int]], k: int, seed: int = 0) -> list[tuple[int, int]]:
-    """k-means (width, height) buckets, sides multiples of `PAD_MULTIPLE`, covering every (h, w) in `sizes`.
-
-    `sizes` are a `LatexDataset`'s size bounds (model-input size grown by what augmentation may add), so
-    no training item, augmented or not, exceeds every bucket.
-    """
-    if k < 1:
-        raise ConfigError(f"data.size_buckets must be >= 1 (or null for no buckets), got {k}")
-    return kmeans_buckets(sizes, k, seed=seed, multiple=PAD_MULTIPLE)
+        return Item(rec.id, out, self.token_ids[index])
 
 
 class _SkipMissing(Collate):
@@ -203,7 +191,7 @@ class LatexDataModule(L.LightningDataModule):
         self.vocab = vocab or merged_vocab(self.train_sets)
         self.train_data: LatexDataset | None = None
         self.val_data: LatexDataset | None = None
-        self.size_buckets: list[tuple[int, int]] | None = None  # (width, height), with data.size_buckets
+        self.size_buckets: list[tuple[int, int]] | None = None  # (h, w), with data.size_buckets
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
@@ -216,8 +204,10 @@ class LatexDataModule(L.LightningDataModule):
                 raise ConfigError(f"no usable training records in {', '.join(cfg.data.train)}")
             if cfg.data.size_buckets is not None:
                 k = cfg.data.size_buckets
-                self.size_buckets = learn_size_buckets(self.train_data.sizes, k, seed=cfg.train.seed)
-                shapes = " ".join(f"{w}x{h}" for w, h in self.size_buckets)
+                self.size_buckets = kmeans_buckets(self.train_data.sizes, k, seed=cfg.train.seed)
+                shapes = " ".join(
+                    f"{w}x{h}" for h, w in self.size_buckets
+                )  # width x height, as images are named
                 log.info("size buckets (k=%d): %s", k, shapes)
         if self.val_data is None and self.val_set is not None:
             self.val_data = LatexDataset(
