@@ -34,7 +34,9 @@ from texscribe.evaluation.evaluate import evaluate  # noqa: E402
 from texscribe.inference import load_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "crohme"
-BITMAP_STROKE_HEIGHT = 28.0  # px: the mean stroke height of the CROHME offline bitmaps (data/render_strokes.py)
+BITMAP_STROKE_HEIGHT = (
+    28.0  # px: the mean stroke height of the CROHME offline bitmaps (data/render_strokes.py)
+)
 
 
 def official_captions(offline_zip: Path, split: str) -> dict[str, str]:
@@ -74,7 +76,10 @@ def main() -> None:
     captions = official_captions(SHARED / "crohme_offline.zip", "2014")
     recognizer = load_model(args.model, num_threads=args.threads)
     as_shipped = recognizer.config.data.ink_height
-    settings = {f"model file (ink_height={as_shipped})": as_shipped, f"ink_height={args.ink_height:g}": args.ink_height}
+    settings = {
+        f"model file (ink_height={as_shipped})": as_shipped,
+        f"ink_height={args.ink_height:g}": args.ink_height,
+    }
     rows: list[tuple[str, float, dict[str, float]]] = []
     for scale in args.scales:
         folder = args.out / f"x{scale:g}"
@@ -97,7 +102,10 @@ def main() -> None:
             rows.append((name, scale, result.metrics))
 
     base = {name: m["exp_rate"] for name, scale, m in rows if scale == 1.0}
-    print(f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}" + (f", first {args.limit}" if args.limit else ""))
+    print(
+        f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
+        + (f", first {args.limit}" if args.limit else "")
+    )
     print(f"{'setting':<28} {'scale':>5} {'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7} {'vs 1x':>7}")
     for name, scale, m in rows:
         gap = f"{100 * (m['exp_rate'] - base[name]):+.1f}" if name in base else ""

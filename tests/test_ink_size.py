@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from texscribe.config import DataConfig
 from texscribe.data.readers.inkml import parse_inkml
