@@ -45,6 +45,11 @@ class DataConfig:
     img_max_height: int = 256
     img_max_width: int = 1024
     scale: float = 1.0
+    # symbol height (px, see images.ink_symbol_height) the model was trained at; inputs measuring more than
+    # ink_height_tolerance times off it either way are rescaled to it first (None: no ink-size normalisation)
+    ink_height: float | None = None
+    ink_height_tolerance: float = 1.5
+    ink_pen: float = 3.8  # stroke width (px) that rescaled writing is given, at the ink_height scale
     max_label_len: int = 200
     batch_max_pixels: int = 400_000
     batch_max_size: int = 16
@@ -214,7 +219,8 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.img_min_height": _at_least(1), "data.img_max_height": _at_least(1),
     "data.img_max_width": _at_least(1), "data.scale": _POSITIVE, "data.max_label_len": _at_least(1),
     "data.batch_max_pixels": _at_least(1), "data.batch_max_size": _at_least(1),
-    "data.size_buckets": _at_least(1), "data.num_workers": _at_least(0),
+    "data.size_buckets": _at_least(1), "data.num_workers": _at_least(0), "data.ink_height": _POSITIVE,
+    "data.ink_height_tolerance": _at_least(1), "data.ink_pen": _POSITIVE,
     "optim.lr": _POSITIVE, "optim.weight_decay": _at_least(0), "optim.momentum": _FRACTION,
     "optim.warmup_steps": _at_least(0), "optim.gamma": _POSITIVE, "optim.min_lr_ratio": _FRACTION,
     "train.max_epochs": _LIMIT, "train.max_steps": _LIMIT, "train.grad_clip": _at_least(0),

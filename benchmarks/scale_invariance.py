@@ -1,0 +1,117 @@
+"""Does a model read the same formulas written small or large? CROHME 2014 rendered at several sizes.
+
+People write at any size; CROHME's bitmaps all have strokes of ~28 px. This renders the 986 CROHME 2014
+InkML expressions with the same 2 px pen at `--scales` times the bitmap size (symbol height 28 x s), labels
+them with the official 2014 captions, prepares each scale as a dataset, and scores the model on each with
+the library's `evaluate` (what `texscribe evaluate` runs): as the model file says, and with ink-size
+normalisation (`data.ink_height`, see `texscribe.images.ink_scale`) switched on at `--ink-height`.
+
+    python benchmarks/scale_invariance.py --model default --out /tmp/scale_bench [--scales 0.5 1 2 3]
+
+Prints one row per scale and setting (ExpRate, <=1, <=2 errors, and the gap to 1x) and the CLI commands
+that give the same figures: `texscribe data prepare OUT/x2/manifest.tsv --out OUT/prepared_x2` then
+`texscribe evaluate --model M --data OUT/prepared_x2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from texscribe.data.prepare import prepare  # noqa: E402
+from texscribe.data.readers.inkml import read_inkml  # noqa: E402
+from texscribe.data.render_strokes import RenderOptions  # noqa: E402
+from texscribe.data.sample import Sample  # noqa: E402
+from texscribe.evaluation.evaluate import evaluate  # noqa: E402
+from texscribe.inference import load_model  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "crohme"
+BITMAP_STROKE_HEIGHT = (
+    28.0  # px: the mean stroke height of the CROHME offline bitmaps (data/render_strokes.py)
+)
+
+
+def official_captions(offline_zip: Path, split: str) -> dict[str, str]:
+    """id -> space-tokenised caption of the CoMER-layout zip's split (the labels the 2014 figures use)."""
+    with zipfile.ZipFile(offline_zip) as z:
+        lines = z.read(f"data/{split}/caption.txt").decode("utf-8").splitlines()
+    return dict(line.split("\t", 1) for line in lines if "\t" in line)
+
+
+def render_split(inkml_zip: Path, split: str, captions: dict[str, str], scale: float, out: Path) -> int:
+    """Write `out/img/<id>.png` (white ink on black) + `out/manifest.tsv` (`id, image, tokens`); returns count."""
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    options = RenderOptions(stroke_height=BITMAP_STROKE_HEIGHT * scale, line_width=2.0)
+    rows = ["id\timage\ttokens"]
+    for item in read_inkml(inkml_zip, split, render=options):
+        if not isinstance(item, Sample) or item.id not in captions or item.load is None:
+            continue
+        path = out / "img" / f"{item.id}.png"
+        if not path.exists():
+            cv2.imwrite(str(path), item.load())
+        rows.append(f"{item.id}\timg/{item.id}.png\t{captions[item.id]}")
+    (out / "manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return len(rows) - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--out", type=Path, required=True, help="folder for renders, prepared sets, reports")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--ink-height", type=float, default=BITMAP_STROKE_HEIGHT)
+    parser.add_argument("--limit", type=int, default=None, help="first N expressions of each scale")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    captions = official_captions(SHARED / "crohme_offline.zip", "2014")
+    recognizer = load_model(args.model, num_threads=args.threads)
+    as_shipped = recognizer.config.data.ink_height
+    settings = {
+        f"model file (ink_height={as_shipped})": as_shipped,
+        f"ink_height={args.ink_height:g}": args.ink_height,
+    }
+    rows: list[tuple[str, float, dict[str, float]]] = []
+    for scale in args.scales:
+        folder = args.out / f"x{scale:g}"
+        count = render_split(SHARED / "crohme_inkml.zip", "2014", captions, scale, folder)
+        prepared = args.out / f"prepared_x{scale:g}"
+        if not (prepared / "manifest.tsv").exists():
+            prepare([str(folder / "manifest.tsv")], prepared, workers=1, progress=False)
+        print(f"x{scale:g}: {count} expressions rendered, prepared at {prepared}", flush=True)
+        for name, ink_height in settings.items():
+            config = copy.deepcopy(recognizer.config)
+            config.data.ink_height = ink_height
+            original, recognizer.config = recognizer.config, config
+            try:
+                result = evaluate(
+                    recognizer, prepared, args.out / f"eval_x{scale:g}_{'ink' if ink_height else 'plain'}",
+                    beam=args.beam, limit=args.limit, workers=1, progress=False,
+                )  # fmt: skip
+            finally:
+                recognizer.config = original
+            rows.append((name, scale, result.metrics))
+
+    base = {name: m["exp_rate"] for name, scale, m in rows if scale == 1.0}
+    print(
+        f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
+        + (f", first {args.limit}" if args.limit else "")
+    )
+    print(f"{'setting':<28} {'scale':>5} {'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7} {'vs 1x':>7}")
+    for name, scale, m in rows:
+        gap = f"{100 * (m['exp_rate'] - base[name]):+.1f}" if name in base else ""
+        print(f"{name:<28} {scale:>5g} {m['n']:>5} {100 * m['exp_rate']:>7.2f}% {100 * m['le1']:>6.2f}% "
+              f"{100 * m['le2']:>6.2f}% {gap:>7}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

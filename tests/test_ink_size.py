@@ -1,0 +1,89 @@
+"""Ink-size measurement and normalisation (`images.measure_ink`, `images.normalise_ink_size`): writing far
+from the training size is brought back to it, ordinary writing is left untouched."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from texscribe.config import DataConfig
+from texscribe.data.readers.inkml import parse_inkml
+from texscribe.data.render_strokes import RenderOptions, render_strokes
+from texscribe.images import crop_to_ink, measure_ink, normalise_ink_size, preprocess
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample_crohme" / "data" / "train" / "img"
+
+
+def _bitmap(name: str) -> np.ndarray:
+    return cv2.imread(str(EXAMPLE / name), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+
+
+def test_measure_ink_follows_writing_size_not_pen(shared_data: Path) -> None:
+    """The same CROHME 2014 ink drawn 0.5x..3x as large, with a thin or a thick pen: the measured symbol
+    height scales with the writing and hardly with the pen (a 5 px pen on writing half the bitmaps' size
+    fills the letters in; that case is left out)."""
+    with zipfile.ZipFile(shared_data / "crohme" / "crohme_inkml.zip") as z:
+        names = sorted(n for n in z.namelist() if "/2014/" in n and n.endswith(".inkml"))[:40]
+        docs = [parse_inkml(z.read(n), n) for n in names]
+    heights: dict[tuple[float, float], list[float]] = {}
+    for scale in (0.5, 1.0, 2.0, 3.0):
+        for pen in (2.0, 5.0):
+            opts = RenderOptions(stroke_height=28.0 * scale, line_width=pen)
+            sizes = [measure_ink(render_strokes(d.traces, opts).astype(np.float32) / 255.0) for d in docs]
+            heights[scale, pen] = [s.symbol_height if s else np.nan for s in sizes]
+    base = np.array(heights[1.0, 2.0])
+    assert 22 <= np.nanmedian(base) <= 34  # the bitmaps' 28 px stroke height
+    for (scale, pen), values in heights.items():
+        if scale < 1 and pen > 2:
+            continue
+        ratio = np.nanmedian(np.array(values) / base)
+        assert abs(ratio - scale) <= 0.2 * scale, (scale, pen, ratio)
+
+
+def test_measure_ink_on_real_bitmap_and_blank_cases() -> None:
+    img = _bitmap("sample_y_eq_4x.bmp")
+    size = measure_ink(img)
+    assert size is not None and 20 <= size.symbol_height <= 80 and 2 <= size.pen <= 8
+    big = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+    big_size = measure_ink(big)
+    assert big_size is not None and 2.5 <= big_size.symbol_height / size.symbol_height <= 3.5
+    assert measure_ink(np.zeros((40, 40), np.float32)) is None
+    dash = np.zeros((40, 80), np.float32)
+    dash[18:22, 10:70] = 1.0  # a lone minus sign says nothing about the writing size
+    assert measure_ink(dash) is None
+
+
+def test_normalise_ink_size_rescales_only_unusual_writing() -> None:
+    img = crop_to_ink(_bitmap("sample_y_eq_4x.bmp"))
+    off = DataConfig()
+    assert normalise_ink_size(img, off) is img  # models without ink_height: untouched
+    size = measure_ink(img)
+    assert size is not None
+    on = replace(off, ink_height=size.symbol_height, ink_height_tolerance=1.5, ink_pen=size.pen)
+    assert normalise_ink_size(img, on) is img  # ordinary size: untouched
+    # the same formula written 3x larger with the same pen
+    big = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)
+    radius = int(round(size.pen))  # thin the 3x-wide strokes back to about the original pen
+    big = cv2.erode(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    out = normalise_ink_size(big, on)
+    assert 0.7 <= out.shape[0] / img.shape[0] <= 1.4
+    back = measure_ink(out)
+    assert back is not None
+    assert abs(back.symbol_height / size.symbol_height - 1) <= 0.3
+    assert abs(back.pen - size.pen) <= 1.5
+
+
+def test_preprocess_with_ink_height_gives_similar_inputs_at_any_size() -> None:
+    img = _bitmap("sample_y_eq_4x.bmp")
+    config = DataConfig(img_min_height=16, img_max_height=256, img_max_width=1024, scale=0.5)
+    plain = preprocess(img, config)
+    big = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)
+    assert preprocess(big, config).shape[0] > 2 * plain.shape[0]  # without normalisation: 3x the pixels
+    size = measure_ink(crop_to_ink(img))
+    assert size is not None
+    normalised = preprocess(big, replace(config, ink_height=size.symbol_height, ink_pen=size.pen))
+    assert 0.6 <= normalised.shape[0] / plain.shape[0] <= 1.6
