@@ -75,11 +75,25 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
+def _image_endpoint(path: str, response: type, summary: str, *, many: bool = False) -> Any:
+    """`router.post` for an endpoint that reads images from the body itself (documented: `_body_doc`)."""
+    body = (
+        _body_doc("files", "BatchRequest", many=True)
+        if many
+        else _body_doc("file", "PredictRequest", many=False)
+    )
+    return router.post(
+        path, response_model=response, responses=_ERROR_RESPONSES, openapi_extra=body, summary=summary
+    )
+
+
 # ----------------------------------------------------------------------------------------------- formulas
-async def _run_recognize(
-    state: ServerState, items: list[tuple[str, bytes]], beam: int, t_start: float
-) -> list[schemas.BatchItem]:
-    """`jobs.recognize` in the pool, then each result's queue and total times."""
+async def _recognize_request(request: Request, batch: bool) -> tuple[list[schemas.BatchItem], float]:
+    """Read the request's images, run `jobs.recognize` in the pool, fill in each result's queue and total
+    times; returns the results and the request's start (`time.perf_counter()`)."""
+    t_start = time.perf_counter()
+    state = _state(request)
+    items, beam = await read_images(request, state.limits, batch=batch)
     max_tokens = state.settings.max_tokens
     results, queued = await state.pool.run(
         lambda deadline: jobs.recognize(state.recognizer, items, beam, max_tokens, deadline),
@@ -89,38 +103,25 @@ async def _run_recognize(
     for item in results:
         if item.result is not None:
             item.result.timing_ms.queue, item.result.timing_ms.total = jobs.ms(queued), total
-    return results
+    return results, t_start
 
 
-@router.post(
-    "/v1/predict",
-    response_model=schemas.PredictResponse,
-    responses=_ERROR_RESPONSES,
-    openapi_extra=_body_doc("file", "PredictRequest", many=False),
-    summary="Recognise one image",
-)
+@_image_endpoint("/v1/predict", schemas.PredictResponse, "Recognise one image")
 async def predict(request: Request) -> schemas.PredictResponse:
-    t_start = time.perf_counter()
-    state = _state(request)
-    items, beam = await read_images(request, state.limits, batch=False)
-    (item,) = await _run_recognize(state, items, beam, t_start)
+    (item,), _ = await _recognize_request(request, batch=False)
     if item.error is not None:
         raise ApiError(422, item.error.code, item.error.message)
     return item.result
 
 
-@router.post(
+@_image_endpoint(
     "/v1/predict/batch",
-    response_model=schemas.BatchResponse,
-    responses=_ERROR_RESPONSES,
-    openapi_extra=_body_doc("files", "BatchRequest", many=True),
-    summary="Recognise several images in one batched call; a bad image fails alone",
+    schemas.BatchResponse,
+    "Recognise several images in one batched call; a bad image fails alone",
+    many=True,
 )
 async def predict_batch(request: Request) -> schemas.BatchResponse:
-    t_start = time.perf_counter()
-    state = _state(request)
-    items, beam = await read_images(request, state.limits, batch=True)
-    results = await _run_recognize(state, items, beam, t_start)
+    results, t_start = await _recognize_request(request, batch=True)
     failed = sum(1 for r in results if r.error is not None)
     return schemas.BatchResponse(
         results=results, count=len(results), failed=failed, total_ms=jobs.ms(time.perf_counter() - t_start)
@@ -128,13 +129,7 @@ async def predict_batch(request: Request) -> schemas.BatchResponse:
 
 
 # ----------------------------------------------------------------------------------------------- digits
-@router.post(
-    "/v1/digits",
-    response_model=schemas.DigitResponse,
-    responses=_ERROR_RESPONSES,
-    openapi_extra=_body_doc("file", "PredictRequest", many=False),
-    summary="Classify one handwritten digit (MNIST-style)",
-)
+@_image_endpoint("/v1/digits", schemas.DigitResponse, "Classify one handwritten digit (MNIST-style)")
 async def classify_digit(request: Request) -> schemas.DigitResponse:
     t_start = time.perf_counter()
     state = _state(request)
