@@ -59,7 +59,7 @@ def train_preset(preset: str, args: argparse.Namespace, train: list[str], val: s
 
 
 def images_per_second(run_dir: Path) -> float | None:
-    from texscribe.training.callbacks import read_metrics
+    from texscribe.evaluation.plots import read_metrics
 
     series = read_metrics(sorted((run_dir / "logs" / "csv").glob("segment-*/metrics.csv")))
     values = [v for _, v in series.get("train/images_per_s", [])]
@@ -111,7 +111,7 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from texscribe.training.callbacks import read_metrics
+    from texscribe.evaluation.plots import read_metrics
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_val, ax_val = plt.subplots(figsize=(7, 4))

@@ -25,9 +25,16 @@ from texscribe.digits.inference import (
     save_digit_model,
     shipped_model_path,
 )
-from texscribe.digits.models import MODELS, LocalResponseNorm, build_model
+from texscribe.digits.models import MODELS, LocalResponseNorm, build_digit_model
 from texscribe.digits.preprocess import load_digit_image, to_mnist
-from texscribe.digits.train import ThreadTuner, TrainSettings, confusion_matrix, lr_factor, recipe, train
+from texscribe.digits.train import (
+    DigitTrainSettings,
+    ThreadTuner,
+    confusion_matrix,
+    digit_lr_factor,
+    recipe,
+    train_digit_model,
+)
 from texscribe.errors import ImageError, InputError, ModelLoadError, TexscribeError
 
 needs_mnist = pytest.mark.skipif(
@@ -94,7 +101,7 @@ def test_corrupt_pickle_is_an_input_error(tmp_path):
 # ------------------------------------------------------------------------------------------------ models
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_forward_shape(name):
-    model = build_model(name).eval()
+    model = build_digit_model(name).eval()
     with torch.no_grad():
         assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
@@ -102,7 +109,7 @@ def test_forward_shape(name):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_one_training_step_lowers_loss(name, mnist):
     torch.manual_seed(0)
-    model = build_model(name).train()
+    model = build_digit_model(name).train()
     for m in model.modules():  # same forward function before and after the step
         if isinstance(m, nn.Dropout):
             m.p = 0.0
@@ -125,9 +132,9 @@ def test_fast_local_response_norm_matches_torch():
 
 def test_unknown_model_and_optimizer_are_refused():
     with pytest.raises(TexscribeError, match="choose one of"):
-        build_model("resnet")
+        build_digit_model("resnet")
     with pytest.raises(TexscribeError, match="optimizer"):
-        TrainSettings(optimizer="rmsprop")
+        DigitTrainSettings(optimizer="rmsprop")
 
 
 def test_warp_keeps_shape_and_identity_settings_change_nothing(mnist):
@@ -149,7 +156,7 @@ def test_short_training_learns_and_keeps_best_weights(mnist):
         mnist.test_x,
         mnist.test_y,
     )
-    result = train(small, recipe("mlp", epochs=2, patience=1))
+    result = train_digit_model(small, recipe("mlp", epochs=2, patience=1))
     assert len(result.history) >= 1 and result.best_val_acc > 0.8
     assert result.best_val_acc == max(h.val_acc for h in result.history)
     assert not result.model.training
@@ -166,18 +173,20 @@ def test_time_budget_ends_the_run_with_the_schedule_annealed(mnist):
     )
     # recipe() ignores None overrides, so early stopping is switched off with replace()
     settings = replace(recipe("mlp", epochs=1000, max_minutes=0.05, schedule="onecycle"), patience=None)
-    result = train(small, settings)
+    result = train_digit_model(small, settings)
     assert result.stopped_early and 0 < result.steps < 1000 * 31
     assert result.seconds < 0.05 * 60 + 5  # the budget plus one validation pass
     assert result.history[-1].lr < 0.1 * result.settings.lr  # annealed, not cut at peak
 
 
 def test_lr_factor_shapes():
-    assert lr_factor("onecycle", 0.0) == pytest.approx(0.05)
-    assert lr_factor("onecycle", 0.15) == pytest.approx(1.0)
-    assert lr_factor("onecycle", 1.0) == pytest.approx(0.001)
-    assert lr_factor("cosine", 0.5) == pytest.approx(0.5) and lr_factor("cosine", 1.0) == pytest.approx(0.0)
-    assert lr_factor("constant", 0.7) == 1.0
+    assert digit_lr_factor("onecycle", 0.0) == pytest.approx(0.05)
+    assert digit_lr_factor("onecycle", 0.15) == pytest.approx(1.0)
+    assert digit_lr_factor("onecycle", 1.0) == pytest.approx(0.001)
+    assert digit_lr_factor("cosine", 0.5) == pytest.approx(0.5) and digit_lr_factor(
+        "cosine", 1.0
+    ) == pytest.approx(0.0)
+    assert digit_lr_factor("constant", 0.7) == 1.0
 
 
 def test_thread_tuner_keeps_the_faster_count_and_restores():
@@ -204,7 +213,7 @@ def test_confusion_matrix_counts():
 
 # ------------------------------------------------------------------------------------------------ model files
 def test_model_file_round_trip_and_bad_files(tmp_path):
-    model = build_model("lenet").eval()
+    model = build_digit_model("lenet").eval()
     path = save_digit_model(tmp_path / "m.pt", "lenet", model, {"note": "x"})
     loaded, meta = read_digit_model(path)
     x = torch.rand(4, 1, 28, 28)

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from texscribe import metrics
+from texscribe.latex import latex_string
 
 # Two predictions: one substitution in a 5-token ref; two deletions from a 6-token ref.
 PREDS = [["a", "b", "c", "d", "e"], ["x", "y", "z", "w"]]
@@ -94,4 +95,4 @@ def test_malformed_predictions_are_scored_not_rejected():
     pred, ref = [["x", "^", "{", "2"]], [["x", "^", "{", "2", "}"]]
     assert metrics.within_k_errors(pred, ref, 1) == 1.0 and metrics.exprate(pred, ref) == 0.0
     assert metrics.compute_all(pred, ref)["wer"] == pytest.approx(1 / 5)
-    assert metrics.latex_string(["x", "ab"]) == "xab"  # not single tokens: glued rather than failing
+    assert latex_string(["x", "ab"]) == "xab"  # not single tokens: glued rather than failing

@@ -525,7 +525,7 @@ def test_digits_endpoint_matches_the_library(settings, tmp_path):
     from dataclasses import replace
 
     from texscribe.digits import load_digit_model, save_digit_model
-    from texscribe.digits.models import build_model as build_digit_model
+    from texscribe.digits.models import build_digit_model
 
     torch.manual_seed(0)
     path = save_digit_model(

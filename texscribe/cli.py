@@ -1,7 +1,17 @@
 """The `texscribe` command: one entry point, one subcommand per job.
 
-Each subcommand lives next to the library code it drives, in a module with
-`register(subparsers)`; that function adds its parser and sets `func=handler(args) -> int`.
+    texscribe predict     recognise images of formulas            texscribe/commands/predict.py
+    texscribe evaluate    score a model on a prepared dataset     texscribe/commands/evaluate.py
+    texscribe data ...    prepare, inspect and render datasets    texscribe/commands/data.py
+    texscribe train       train a model from a config preset      texscribe/commands/train.py
+    texscribe finetune    adapt a model to new data / new tokens  texscribe/commands/finetune.py
+    texscribe export      write a model as ONNX                   texscribe/commands/export.py
+    texscribe serve       the REST API and web page               texscribe/commands/serve.py
+    texscribe digits ...  the MNIST digit classifiers             texscribe/commands/digits.py
+
+Each subcommand is a module in `texscribe/commands/` (listed in `COMMAND_MODULES`) with
+`register(subparsers)`, which adds its parser and sets `func=handler(args) -> int`; the handler only
+parses and calls library functions (flags shared by several commands: `commands/common.py`).
 Modules are imported when the CLI starts, so they must keep heavy imports (torch, lightning)
 inside their handlers: `texscribe --help` stays fast.
 """

@@ -439,12 +439,19 @@ class _DeadlineDecoder:
 
 @dataclass
 class Outcome:
-    """One input of a streamed job: its prediction, or why it was skipped."""
+    """One input of a streamed job: its prediction, or why it was skipped.
+
+    error: the reason alone (reports list it beside `source`); message: the error's full text, naming
+    the source where the error does (what a caller shows on its own, e.g. the server's JSON error).
+    load_seconds: time spent loading and preprocessing the image (included in `prediction.seconds`).
+    """
 
     index: int
     source: str
     prediction: Prediction | None = None
     error: str | None = None
+    message: str | None = None
+    load_seconds: float = 0.0
 
 
 def iter_predictions(
@@ -454,6 +461,7 @@ def iter_predictions(
     load: Callable[[Any, str], np.ndarray] | None = None,
     workers: int = 2,
     chunk_size: int = 64,
+    deadline: float | None = None,
     **decode_kwargs: Any,
 ) -> Iterator[Outcome]:
     """Predict many `(source, payload)` items, yielding one `Outcome` per item in input order.
@@ -461,18 +469,23 @@ def iter_predictions(
     Loading/preprocessing (`load(payload, source)`, default `recognizer.prepare`) runs in a thread pool
     of `workers` (PIL/OpenCV release the GIL) one chunk ahead of decoding, so memory stays bounded by
     two chunks. An item whose loading raises a `TexscribeError` is yielded with `error` set; the rest go on.
+    deadline: a `time.monotonic()` value; past it, `DeadlineExceeded` is raised before the next image is
+    loaded or within one decoding step (it ends the whole job, it is not one item's error).
     decode_kwargs: beam, batch_size, max_len, r2l (see `Recognizer.predict_images`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     load = load or (lambda payload, source: recognizer.prepare(payload, origin=source))
+    if deadline is not None:
+        decode_kwargs["deadline"] = deadline
 
-    def timed_load(item: tuple[str, Any]) -> tuple[np.ndarray | None, float, str | None]:
+    def timed_load(item: tuple[str, Any]) -> tuple[np.ndarray | None, float, TexscribeError | None]:
+        check_deadline(deadline)
         start = time.perf_counter()
         try:
             return load(item[1], item[0]), time.perf_counter() - start, None
         except TexscribeError as exc:
-            return None, 0.0, getattr(exc, "reason", None) or str(exc)
+            return None, 0.0, exc
 
     chunks = [range(i, min(i + chunk_size, len(items))) for i in range(0, len(items), chunk_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -495,7 +508,10 @@ def iter_predictions(
             )
             by_row = dict(zip(ok, preds))
             for j, i in enumerate(rows):
-                yield Outcome(i, items[i][0], by_row.get(j), loaded[j][2])
+                _, seconds, exc = loaded[j]
+                reason = None if exc is None else getattr(exc, "reason", None) or str(exc)
+                message = None if exc is None else str(exc)
+                yield Outcome(i, items[i][0], by_row.get(j), reason, message, seconds)
 
 
 def _input_settings(config: Config) -> tuple:

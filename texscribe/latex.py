@@ -576,3 +576,13 @@ class Vocab:
     def load(cls, path: str | Path) -> Vocab:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls.from_list(data["tokens"])
+
+
+# ----------------------------------------------------------------------------------------------- display
+def latex_string(tokens: Sequence[str]) -> str:
+    """`to_latex`, or the tokens glued together when one of them is not a single LaTeX token (a model's
+    output or a hand-edited list is shown as it is rather than rejected)."""
+    try:
+        return to_latex(tokens)
+    except LabelError:
+        return "".join(tokens)

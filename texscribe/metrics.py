@@ -28,8 +28,7 @@ from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-from texscribe.errors import LabelError
-from texscribe.latex import normalize_lenient, to_latex, tokenize
+from texscribe.latex import latex_string, normalize_lenient, tokenize
 
 TokenInput = Sequence[str] | str
 
@@ -38,14 +37,6 @@ def normalize_all(seqs: Sequence[TokenInput]) -> list[list[str]]:
     """Token lists (raw strings tokenised) passed through `latex.normalize_lenient`: a malformed model
     output (unbalanced braces) is compared as emitted, so a missing `}` costs one edit instead of failing."""
     return [normalize_lenient(tokenize(s) if isinstance(s, str) else list(s)) for s in seqs]
-
-
-def latex_string(tokens: Sequence[str]) -> str:
-    """`latex.to_latex`, or the tokens glued together when one of them is not a single LaTeX token."""
-    try:
-        return to_latex(tokens)
-    except LabelError:
-        return "".join(tokens)
 
 
 def token_distance(pred: Sequence[str], ref: Sequence[str]) -> int:

@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from texscribe.threads import set_torch_threads
+
 MODEL_NAMES = ("cnn", "lenet", "alexnet", "mlp", "best")
 
 
@@ -65,22 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_study)
 
 
-def _use_threads(threads: int) -> None:
-    """torch's CPU threads, checked first (OpenMP kills the process when it cannot create them all)."""
-    import torch
-
-    from texscribe.inference import check_threads
-
-    check_threads("--threads", threads)
-    torch.set_num_threads(threads)
-
-
 def _train(args: argparse.Namespace) -> int:
     from texscribe.digits.data import load_mnist
     from texscribe.digits.inference import save_digit_model
-    from texscribe.digits.train import confusion_matrix, evaluate, recipe, train
+    from texscribe.digits.train import confusion_matrix, evaluate_digit_model, recipe, train_digit_model
 
-    _use_threads(args.threads)
+    set_torch_threads(args.threads, "--threads")
     settings = recipe(
         args.model,
         epochs=args.epochs,
@@ -96,8 +88,8 @@ def _train(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, max_minutes=None)
     data = load_mnist(val_size=args.val_size, train_limit=args.train_limit)
     print(f"data: {data.describe()}")
-    result = train(data, settings)
-    test_loss, test_acc, pred = evaluate(result.model, data.test_x, data.test_y)
+    result = train_digit_model(data, settings)
+    test_loss, test_acc, pred = evaluate_digit_model(result.model, data.test_x, data.test_y)
     errors = int((pred != data.test_y).sum())
     out = args.out or Path("runs/digits") / f"{args.model}.pt"
     meta = {
@@ -146,13 +138,13 @@ def _train_command(args: argparse.Namespace, out: Path) -> str:
 def _evaluate(args: argparse.Namespace) -> int:
     from texscribe.digits.data import load_test_set
     from texscribe.digits.inference import read_digit_model, shipped_model_path
-    from texscribe.digits.train import confusion_matrix, evaluate
+    from texscribe.digits.train import confusion_matrix, evaluate_digit_model
 
-    _use_threads(args.threads)
+    set_torch_threads(args.threads, "--threads")
     path = args.model_file or shipped_model_path()
     model, meta = read_digit_model(path)
     images, labels = load_test_set()
-    loss, acc, pred = evaluate(model, images, labels)
+    loss, acc, pred = evaluate_digit_model(model, images, labels)
     cm = confusion_matrix(pred, labels)
     print(
         f"{path} ({meta['arch']}): test accuracy {100 * acc:.2f}% ({int((pred != labels).sum())} errors / {len(labels)}), loss {loss:.4f}"
@@ -204,7 +196,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     from texscribe.digits.study import StudyBudget, run_study
 
-    _use_threads(args.threads)
+    set_torch_threads(args.threads, "--threads")
     budget = StudyBudget.quick() if args.quick else StudyBudget()
     for field in ("epochs", "patience", "max_minutes", "train_limit"):
         if getattr(args, field) is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from texscribe.commands.common import add_decode_args, add_model_args, load_recognizer
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,20 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predictions.tsv, metrics.json, report.md (breakdowns by length and structure, worst errors with "
         "their images) and plots/accuracy_by_length.png into --out.",
     )
-    parser.add_argument("--model", action="append", help="shipped name, model file or ONNX export dir "
-                        "(default: default); repeat for an ensemble")  # fmt: skip
+    add_model_args(parser)
+    add_decode_args(parser)
     parser.add_argument("--data", required=True, metavar="PREPARED_DIR", help="prepared dataset folder")
     parser.add_argument("--out", default=None, help="output folder (default: eval/<dataset name>)")
-    parser.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy, default)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
-    parser.add_argument("--max-len", type=int, default=200, help="longest output in tokens (default 200)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model batch (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="image loading threads (default 2)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: all available)"
-    )
     parser.add_argument("--worst", type=int, default=20, help="worst errors shown in the report (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
@@ -37,11 +30,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from texscribe.evaluation import evaluate
     from texscribe.evaluation.report import summary_rows
-    from texscribe.inference import load_model
 
-    models = args.model or ["default"]
-    recognizer = load_model(models if len(models) > 1 else models[0], device=args.device,
-                            backend=args.backend, num_threads=args.threads)  # fmt: skip
+    recognizer = load_recognizer(args)
     out = Path(args.out) if args.out else Path("eval") / Path(args.data).resolve().name
     result = evaluate(
         recognizer,

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from texscribe.commands.common import add_decode_args, add_model_args, load_recognizer, model_spec
 from texscribe.errors import ConfigError
 from texscribe.inputs import expand_inputs, read_manifest
 
@@ -37,19 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--manifest", action="append", default=[], metavar="FILE",
                         help="TSV/CSV manifest: an image column (image, path, file, ...; paths relative to "
                         "the file) and optionally id, which then keys the results; repeatable")  # fmt: skip
-    parser.add_argument("--model", action="append", help="shipped name, model file or ONNX export dir "
-                        "(default: default); repeat for an ensemble")  # fmt: skip
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy, default)")
-    parser.add_argument("--max-len", type=int, default=200, help="longest output in tokens (default 200)")
+    add_model_args(parser)
+    add_decode_args(parser)
     parser.add_argument("--format", default="text", choices=["text", "tsv", "jsonl"], help="output format")
     parser.add_argument("--output", "-o", help="write results to this file instead of stdout")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model batch (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="image loading threads (default 2)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: all available)"
-    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("engine", "where recognition runs (Ray: pip install 'texscribe[ray]')")
     ray.add_argument("--engine", default="local", choices=["local", "ray"],
@@ -91,7 +83,7 @@ def check_args(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from texscribe.inference import iter_predictions, load_model
+    from texscribe.inference import iter_predictions
 
     check_args(args)
     paths, problems = expand_inputs(args.inputs)
@@ -105,8 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     if not items:
         print("texscribe predict: no images to recognise", file=sys.stderr)
         return 1
-    models = args.model or ["default"]
-    model = models if len(models) > 1 else models[0]
+    model = model_spec(args)
     decode = {"beam": args.beam, "batch_size": args.batch_size, "max_len": args.max_len}
     chunk_size = max(16, args.batch_size * 4)
     try:
@@ -122,8 +113,9 @@ def _run(args: argparse.Namespace) -> int:
         outcomes = pool.predict(items, chunk_size=chunk_size, **decode)
     else:
         pool = None
-        recognizer = load_model(model, device=args.device, backend=args.backend, num_threads=args.threads)
-        outcomes = iter_predictions(recognizer, items, workers=args.workers, chunk_size=chunk_size, **decode)
+        outcomes = iter_predictions(
+            load_recognizer(args), items, workers=args.workers, chunk_size=chunk_size, **decode
+        )
     skipped = len(problems)
     try:
         if args.format == "tsv":

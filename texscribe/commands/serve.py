@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from texscribe.commands.common import add_model_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve POST /v1/predict, /v1/predict/batch, /v1/digits, GET /v1/models, /healthz, "
         "the web page at / and the API docs at /docs (all offline).",
     )
-    parser.add_argument("--model", default="default", help="shipped name, model file or ONNX export dir")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend")
+    add_model_args(
+        parser, ensemble=False, device=False, threads_help="CPU threads per worker (default: CPUs / workers)"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -24,9 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=2,
         dest="workers",
         help="inference worker threads; CPU threads are split between them (default 2)",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads per worker (default: CPUs / workers)"
     )
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload (default 10)")
     parser.add_argument(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from texscribe.checkpoint import cast_weights, write_stamped
-from texscribe.digits.models import MODELS, build_model
+from texscribe.digits.models import MODELS, build_digit_model
 from texscribe.digits.preprocess import load_digit_image
 from texscribe.errors import ModelLoadError
 
@@ -62,7 +62,7 @@ def read_digit_model(path: str | Path | None = None) -> tuple[nn.Module, dict[st
     arch = payload.get("arch")
     if arch not in MODELS:
         raise ModelLoadError(f"{path}: unknown architecture {arch!r}; known: {', '.join(MODELS)}")
-    model = build_model(arch)
+    model = build_digit_model(arch)
     try:
         model.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}

@@ -192,7 +192,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def build_model(name: str) -> nn.Module:
+def build_digit_model(name: str) -> nn.Module:
     """A fresh model by name (one of `MODELS`)."""
     if name not in MODELS:
         raise TexscribeError(f"unknown digit model {name!r}; choose one of: {', '.join(MODELS)}")

@@ -19,8 +19,15 @@ from pathlib import Path
 import torch
 
 from texscribe.digits.data import MnistSplits, load_mnist
-from texscribe.digits.models import MODELS, build_model, count_parameters, multiply_adds
-from texscribe.digits.train import TrainResult, TrainSettings, evaluate, recipe, train
+from texscribe.digits.models import MODELS, build_digit_model, count_parameters, multiply_adds
+from texscribe.digits.train import (
+    DigitTrainResult,
+    DigitTrainSettings,
+    evaluate_digit_model,
+    recipe,
+    train_digit_model,
+)
+from texscribe.evaluation.plots import plot_digit_curves
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +61,13 @@ class StudyBudget:
         )
 
 
-def plan(budget: StudyBudget, models: list[str] | None = None) -> list[tuple[str, TrainSettings]]:
+def plan(budget: StudyBudget, models: list[str] | None = None) -> list[tuple[str, DigitTrainSettings]]:
     """(run name, settings) for each architecture with its own recipe, then the grid on `GRID_MODEL`.
 
     Grid cells equal to an architecture run (same model, optimizer and lr) are not run twice.
     """
 
-    def fit(settings: TrainSettings) -> TrainSettings:
+    def fit(settings: DigitTrainSettings) -> DigitTrainSettings:
         return replace(
             settings, epochs=budget.epochs, patience=budget.patience, max_minutes=budget.max_minutes
         )
@@ -89,17 +96,17 @@ def run_study(
     start = time.perf_counter()
     for i, (name, settings) in enumerate(runs, 1):
         log.info("study run %d/%d: %s", i, len(runs), name)
-        result = train(data, settings)
+        result = train_digit_model(data, settings)
         rows.append(_row(name, result, data))
         histories[name] = result.summary()
         # write after every run, so an interrupted study still leaves its table
         _write_tables(out, rows, budget, data, time.perf_counter() - start)
     (out / "history.json").write_text(json.dumps(histories, indent=1), encoding="utf-8")
     grid_names = {n for n, s in runs if s.model == GRID_MODEL}
-    plot_curves(
+    plot_digit_curves(
         histories, [n for n, _ in runs if n in MODELS], out / "curves_architectures.png", "Architectures"
     )
-    plot_curves(
+    plot_digit_curves(
         histories,
         [n for n, _ in runs if n in grid_names],
         out / "curves_optimizers.png",
@@ -108,10 +115,10 @@ def run_study(
     return rows
 
 
-def _row(name: str, result: TrainResult, data: MnistSplits) -> dict[str, object]:
+def _row(name: str, result: DigitTrainResult, data: MnistSplits) -> dict[str, object]:
     s = result.settings
-    test_loss, test_acc, _ = evaluate(result.model, data.test_x, data.test_y)
-    model = build_model(s.model)
+    test_loss, test_acc, _ = evaluate_digit_model(result.model, data.test_x, data.test_y)
+    model = build_digit_model(s.model)
     return {
         "run": name,
         "model": s.model,
@@ -171,40 +178,3 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-def plot_curves(histories: dict[str, dict], names: list[str], path: Path, title: str) -> None:
-    """Loss and accuracy against epochs, one colour per run: training (thin line, a point every
-    `TRACE_EVERY` steps, on augmented batches where the recipe augments) and validation (markers, per epoch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 5))
-    for i, name in enumerate(names):
-        run = histories[name]
-        colour = f"C{i % 10}"
-        trace = run["trace"]
-        if trace:
-            at, loss, acc = zip(*trace)
-            ax_loss.plot(at, loss, "-", color=colour, lw=1, alpha=0.6)
-            ax_acc.plot(at, [100 * a for a in acc], "-", color=colour, lw=1, alpha=0.6)
-        at = [h["epochs_done"] for h in run["history"]]
-        ax_loss.plot(at, [h["val_loss"] for h in run["history"]], "o--", color=colour, ms=5, label=name)
-        ax_acc.plot(at, [100 * h["val_acc"] for h in run["history"]], "o--", color=colour, ms=5, label=name)
-    ax_loss.set(
-        xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss (line: train, dots: validation)"
-    )
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (line: train, dots: validation)")
-    if any(histories[n]["settings"]["label_smoothing"] for n in names):
-        note = "runs trained with label smoothing have a higher train-loss floor"
-        ax_loss.text(0.01, 0.01, note, fontsize=7, transform=ax_loss.transAxes)
-    ax_acc.set_ylim(max(0.0, ax_acc.get_ylim()[0]), 100.5)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

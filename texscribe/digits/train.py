@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from texscribe.digits.augment import AugmentSettings, random_warp
 from texscribe.digits.data import MnistSplits
-from texscribe.digits.models import build_model
+from texscribe.digits.models import build_digit_model
 from texscribe.errors import TexscribeError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ TRACE_EVERY = 25  # steps per point of the training-loss trace
 
 
 @dataclass
-class TrainSettings:
+class DigitTrainSettings:
     """One training run. `patience`: stop after that many epochs without a better validation score
     (accuracy, ties broken by loss); None trains all `epochs`. `max_minutes` (None or 0: none) is a
     wall-clock budget: the learning-rate schedule is stretched or cut to it (see `train`).
@@ -67,12 +67,12 @@ class TrainSettings:
 
 
 # Default recipe per architecture; CLI flags override single fields with `dataclasses.replace`.
-RECIPES: dict[str, TrainSettings] = {
-    "cnn": TrainSettings(model="cnn", epochs=15, optimizer="adam", lr=1e-3, patience=3),
-    "lenet": TrainSettings(model="lenet", epochs=20, optimizer="adam", lr=1e-3, patience=3),
-    "alexnet": TrainSettings(model="alexnet", epochs=15, optimizer="adam", lr=1e-3, patience=3),
-    "mlp": TrainSettings(model="mlp", epochs=20, optimizer="adam", lr=1e-3, patience=3),
-    "best": TrainSettings(
+RECIPES: dict[str, DigitTrainSettings] = {
+    "cnn": DigitTrainSettings(model="cnn", epochs=15, optimizer="adam", lr=1e-3, patience=3),
+    "lenet": DigitTrainSettings(model="lenet", epochs=20, optimizer="adam", lr=1e-3, patience=3),
+    "alexnet": DigitTrainSettings(model="alexnet", epochs=15, optimizer="adam", lr=1e-3, patience=3),
+    "mlp": DigitTrainSettings(model="mlp", epochs=20, optimizer="adam", lr=1e-3, patience=3),
+    "best": DigitTrainSettings(
         model="best",
         epochs=40,
         max_minutes=14.0,
@@ -86,8 +86,8 @@ RECIPES: dict[str, TrainSettings] = {
 }
 
 
-def recipe(model: str, **overrides: object) -> TrainSettings:
-    """The default `TrainSettings` of `model`, with the given fields replaced (None values ignored)."""
+def recipe(model: str, **overrides: object) -> DigitTrainSettings:
+    """The default `DigitTrainSettings` of `model`, with the given fields replaced (None values ignored)."""
     if model not in RECIPES:
         raise TexscribeError(f"unknown digit model {model!r}; choose one of: {', '.join(RECIPES)}")
     return replace(RECIPES[model], **{k: v for k, v in overrides.items() if v is not None})
@@ -107,11 +107,11 @@ class EpochLog:
 
 
 @dataclass
-class TrainResult:
+class DigitTrainResult:
     """The model holds the best-validation weights, in eval mode. `seconds` is the wall time of training."""
 
     model: nn.Module
-    settings: TrainSettings
+    settings: DigitTrainSettings
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
@@ -195,7 +195,7 @@ class ThreadTuner:
         torch.set_num_threads(threads)
 
 
-def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, s: DigitTrainSettings) -> torch.optim.Optimizer:
     # no weight decay on batch-norm and bias parameters (1-D tensors)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -205,11 +205,16 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=s.lr) if s.weight_decay else torch.optim.Adam(groups, lr=s.lr)
 
 
-def lr_factor(schedule: str, progress: float) -> float:
+def digit_lr_factor(schedule: str, progress: float) -> float:
     """Multiplier of the peak learning rate at `progress` in [0, 1] of the run.
 
     onecycle: linear warm-up from 1/20 over the first 15 %, then cosine down to 1/1000;
     cosine: cosine from 1 to 0; constant: 1.
+
+    Not `training.lit_module.lr_factor`: that one runs on optimizer steps with a configured floor and a
+    30 % ramp from 1/25; this one runs on *progress*, the larger of the step and the wall-clock fraction
+    (`DigitTrainSettings.max_minutes`), so a run fitted to a time budget still anneals fully. The shipped
+    digit model was trained with this shape; sharing the formula trainer's would change its results.
     """
     p = min(max(progress, 0.0), 1.0)
     if schedule == "onecycle":
@@ -222,7 +227,7 @@ def lr_factor(schedule: str, progress: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_digit_model(
     model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000
 ) -> tuple[float, float, Tensor]:
     """Mean cross-entropy, accuracy in [0, 1] and predictions (N,) of `model` on (N, 1, 28, 28) images (fp32)."""
@@ -243,7 +248,9 @@ def confusion_matrix(pred: Tensor, labels: Tensor, classes: int = 10) -> Tensor:
     return torch.bincount(labels * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
-def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = None) -> TrainResult:
+def train_digit_model(
+    data: MnistSplits, settings: DigitTrainSettings, model: nn.Module | None = None
+) -> DigitTrainResult:
     """Train `settings.model` (or the given `model`) on `data.train_*`, selecting on `data.val_*`.
 
     With `max_minutes`, the learning-rate schedule runs on wall-clock progress
@@ -253,105 +260,200 @@ def train(data: MnistSplits, settings: TrainSettings, model: nn.Module | None = 
     s = settings
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    model = (model or build_model(s.model)).to(memory_format=torch.channels_last)
+    model = (model or build_digit_model(s.model)).to(memory_format=torch.channels_last)
     use_bf16 = bf16_supported() if s.bf16 is None else s.bf16
-    n = len(data.train_y)
-    steps_per_epoch = max(1, n // s.batch_size)  # drop the ragged last batch: stable batch-norm statistics
-    total_steps = s.epochs * steps_per_epoch
-    budget = s.max_minutes * 60 if s.max_minutes else math.inf  # None or 0: no time budget
+    steps_per_epoch = max(1, len(data.train_y) // s.batch_size)  # no ragged last batch: stable batch-norm
     opt = make_optimizer(model, s)
-    result = TrainResult(model=model, settings=s, bf16=use_bf16)
-    best_key, best_state, bad_epochs = (-1.0, 0.0), None, 0
-    start = time.perf_counter()
-    log.info("training %s on %d images (%d steps/epoch, bf16=%s)", s.model, n, steps_per_epoch, use_bf16)
-    step, out_of_time, val_cost, val_total = 0, False, 0.0, 0.0
-    trace_loss, trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+    result = DigitTrainResult(model=model, settings=s, bf16=use_bf16)
+    clock = _RunClock(s.epochs * steps_per_epoch, s.max_minutes)
+    log.info("training %s on %d images (%d steps/epoch, bf16=%s)", s.model, len(data.train_y), steps_per_epoch,
+             use_bf16)  # fmt: skip
+    best = _BestWeights()
     with ThreadTuner(torch.get_num_threads()) as tuner:
+        loop = _EpochLoop(model, opt, data, s, gen, use_bf16, tuner, clock, result.trace, steps_per_epoch)
         for epoch in range(1, s.epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, generator=gen)
-            loss_sum = torch.zeros(())
-            correct = torch.zeros((), dtype=torch.int64)
-            epoch_steps = 0
-            for i in range(steps_per_epoch):
-                # Time progress counts training time only (validation passes excluded) against the
-                # budget less one validation pass: a run that spends its budget stops mid-epoch at the
-                # annealed end of its schedule, then validates once.
-                trained_s = time.perf_counter() - start - val_total
-                progress = max(step / total_steps, trained_s / max(budget - val_cost, 1e-9))
-                if progress >= 1.0:
-                    out_of_time = True
-                    break
-                for group in opt.param_groups:
-                    group["lr"] = s.lr * lr_factor(s.schedule, progress)
-                t_step = time.perf_counter()
-                idx = order[i * s.batch_size : (i + 1) * s.batch_size]
-                x, y = data.train_x[idx], data.train_y[idx]
-                if s.augment is not None:
-                    x = random_warp(x, s.augment, gen)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=s.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tuner.record(time.perf_counter() - t_step)
-                step += 1
-                epoch_steps += 1
-                hits = (logits.detach().argmax(1) == y).sum()
-                loss_sum += loss.detach()
-                correct += hits
-                trace_loss += loss.detach()
-                trace_correct += hits
-                if step % TRACE_EVERY == 0:
-                    seen = TRACE_EVERY * s.batch_size
-                    at = epoch - 1 + epoch_steps / steps_per_epoch
-                    result.trace.append((at, float(trace_loss) / TRACE_EVERY, float(trace_correct) / seen))
-                    trace_loss.zero_()
-                    trace_correct.zero_()
-            if epoch_steps == 0:  # the budget ran out exactly at an epoch boundary (already validated)
-                result.stopped_early = out_of_time
+            done = loop.train_epoch(epoch)
+            if done.steps == 0:  # the budget ran out exactly at an epoch boundary (already validated)
+                result.stopped_early = done.out_of_time
                 break
-            t_val = time.perf_counter()
-            val_loss, val_acc, _ = evaluate(model, data.val_x, data.val_y)
-            val_cost = time.perf_counter() - t_val
-            val_total += val_cost
-            entry = EpochLog(
-                epoch=epoch,
-                train_loss=float(loss_sum) / epoch_steps,
-                train_acc=float(correct) / (epoch_steps * s.batch_size),
-                val_loss=val_loss,
-                val_acc=val_acc,
-                lr=opt.param_groups[0]["lr"],
-                seconds=time.perf_counter() - t0,
-                threads=tuner.current,
-                epochs_done=epoch - 1 + epoch_steps / steps_per_epoch,
-            )
+            entry = _validate(loop, done, epoch, t0)
             result.history.append(entry)
-            log.info(
-                "%s epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs, %d threads",
-                s.model, epoch, s.epochs, "" if epoch_steps == steps_per_epoch else f" ({epoch_steps} steps)",
-                entry.train_loss, entry.train_acc, val_loss, val_acc, entry.seconds, entry.threads,
-            )  # fmt: skip
-            if (val_acc, -val_loss) > best_key:
-                best_key, bad_epochs = (val_acc, -val_loss), 0
-                best_state = copy.deepcopy(model.state_dict())
-                result.best_epoch, result.best_val_acc = epoch, val_acc
-            else:
-                bad_epochs += 1
-            if s.patience is not None and bad_epochs >= s.patience:
-                result.stopped_early = True
-                log.info("early stop: no validation improvement for %d epochs", s.patience)
+            if best.update(model, entry):
+                result.best_epoch, result.best_val_acc = epoch, entry.val_acc
+            if _should_stop(result, best, done.out_of_time, epoch):
                 break
-            if out_of_time:
-                result.stopped_early = epoch < s.epochs
-                log.info("time budget of %.1f min spent during epoch %d", s.max_minutes, epoch)
-                break
-    result.seconds = time.perf_counter() - start
-    result.steps = step
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    result.seconds = clock.elapsed()
+    result.steps = loop.step
+    best.restore(model)
     model.eval()
     return result
+
+
+@dataclass
+class _EpochTotals:
+    """One epoch's training: summed loss and correct predictions (tensors: no sync per step), steps run."""
+
+    loss_sum: Tensor
+    correct: Tensor
+    steps: int = 0
+    out_of_time: bool = False
+
+
+class _RunClock:
+    """Run progress in [0, 1]: the larger of the step fraction and the time fraction of the budget.
+
+    Time progress counts training time only (validation passes excluded) against the budget less one
+    validation pass: a run that spends its budget stops mid-epoch at the annealed end of its schedule,
+    then validates once.
+    """
+
+    def __init__(self, total_steps: int, max_minutes: float | None):
+        self.total_steps = total_steps
+        self.budget_s = max_minutes * 60 if max_minutes else math.inf  # None or 0: no time budget
+        self.start = time.perf_counter()
+        self.val_cost = 0.0  # seconds of the last validation pass
+        self.val_total = 0.0  # seconds of all validation passes
+
+    def progress(self, step: int) -> float:
+        trained_s = time.perf_counter() - self.start - self.val_total
+        return max(step / self.total_steps, trained_s / max(self.budget_s - self.val_cost, 1e-9))
+
+    def add_validation(self, seconds: float) -> None:
+        self.val_cost = seconds
+        self.val_total += seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class _EpochLoop:
+    """The optimizer steps of a run: shuffling, the lr schedule, augmentation, bf16 autocast, the trace."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        data: MnistSplits,
+        settings: DigitTrainSettings,
+        gen: torch.Generator,
+        use_bf16: bool,
+        tuner: ThreadTuner,
+        clock: _RunClock,
+        trace: list[tuple[float, float, float]],
+        steps_per_epoch: int,
+    ):
+        self.model, self.opt, self.data, self.s, self.gen = model, opt, data, settings, gen
+        self.use_bf16, self.tuner, self.clock, self.trace = use_bf16, tuner, clock, trace
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0  # optimizer steps so far
+        self._trace_loss, self._trace_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+
+    def train_epoch(self, epoch: int) -> _EpochTotals:
+        """One pass over a fresh shuffle, cut short when the run's progress reaches 1."""
+        s = self.s
+        self.model.train()
+        order = torch.randperm(len(self.data.train_y), generator=self.gen)
+        done = _EpochTotals(torch.zeros(()), torch.zeros((), dtype=torch.int64))
+        for i in range(self.steps_per_epoch):
+            progress = self.clock.progress(self.step)
+            if progress >= 1.0:
+                done.out_of_time = True
+                break
+            for group in self.opt.param_groups:
+                group["lr"] = s.lr * digit_lr_factor(s.schedule, progress)
+            t_step = time.perf_counter()
+            idx = order[i * s.batch_size : (i + 1) * s.batch_size]
+            loss, hits = self._optimizer_step(self.data.train_x[idx], self.data.train_y[idx])
+            self.tuner.record(time.perf_counter() - t_step)
+            self.step += 1
+            done.steps += 1
+            done.loss_sum += loss
+            done.correct += hits
+            self._add_to_trace(loss, hits, epoch - 1 + done.steps / self.steps_per_epoch)
+        return done
+
+    def _optimizer_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One batch (B, 1, 28, 28), labels (B,): forward, backward, update; (detached loss, correct count)."""
+        s = self.s
+        if s.augment is not None:
+            x = random_warp(x, s.augment, self.gen)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=s.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def _add_to_trace(self, loss: Tensor, hits: Tensor, at: float) -> None:
+        """Accumulate; every `TRACE_EVERY` steps append (epoch fraction, mean loss, accuracy) to the trace."""
+        self._trace_loss += loss
+        self._trace_correct += hits
+        if self.step % TRACE_EVERY == 0:
+            seen = TRACE_EVERY * self.s.batch_size
+            self.trace.append((at, float(self._trace_loss) / TRACE_EVERY, float(self._trace_correct) / seen))
+            self._trace_loss.zero_()
+            self._trace_correct.zero_()
+
+
+def _validate(loop: _EpochLoop, done: _EpochTotals, epoch: int, t0: float) -> EpochLog:
+    """Score the validation split after an epoch (started at `t0`) and log the epoch's line."""
+    s, steps_per_epoch = loop.s, loop.steps_per_epoch
+    t_val = time.perf_counter()
+    val_loss, val_acc, _ = evaluate_digit_model(loop.model, loop.data.val_x, loop.data.val_y)
+    loop.clock.add_validation(time.perf_counter() - t_val)
+    entry = EpochLog(
+        epoch=epoch,
+        train_loss=float(done.loss_sum) / done.steps,
+        train_acc=float(done.correct) / (done.steps * s.batch_size),
+        val_loss=val_loss,
+        val_acc=val_acc,
+        lr=loop.opt.param_groups[0]["lr"],
+        seconds=time.perf_counter() - t0,
+        threads=loop.tuner.current,
+        epochs_done=epoch - 1 + done.steps / steps_per_epoch,
+    )
+    log.info(
+        "%s epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs, %d threads",
+        s.model, epoch, s.epochs, "" if done.steps == steps_per_epoch else f" ({done.steps} steps)",
+        entry.train_loss, entry.train_acc, val_loss, val_acc, entry.seconds, entry.threads,
+    )  # fmt: skip
+    return entry
+
+
+class _BestWeights:
+    """The best validation score so far (accuracy, ties broken by loss), its weights, epochs since."""
+
+    def __init__(self) -> None:
+        self.key = (-1.0, 0.0)
+        self.state: dict[str, Tensor] | None = None
+        self.bad_epochs = 0
+
+    def update(self, model: nn.Module, entry: EpochLog) -> bool:
+        """Keep a copy of the weights when `entry` beats the best; True then."""
+        if (entry.val_acc, -entry.val_loss) > self.key:
+            self.key, self.bad_epochs = (entry.val_acc, -entry.val_loss), 0
+            self.state = copy.deepcopy(model.state_dict())
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def _should_stop(result: DigitTrainResult, best: _BestWeights, out_of_time: bool, epoch: int) -> bool:
+    """Early stopping (patience) or a spent time budget; sets `result.stopped_early`."""
+    s = result.settings
+    if s.patience is not None and best.bad_epochs >= s.patience:
+        result.stopped_early = True
+        log.info("early stop: no validation improvement for %d epochs", s.patience)
+        return True
+    if out_of_time:
+        result.stopped_early = epoch < s.epochs
+        log.info("time budget of %.1f min spent during epoch %d", s.max_minutes, epoch)
+        return True
+    return False

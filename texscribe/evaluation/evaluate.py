@@ -70,12 +70,8 @@ def evaluate(
     Images are read exactly as training reads them (`PreparedDataset.load_image` + `images.preprocess`).
     Records whose image cannot be read are listed in metrics.json and the report, not scored.
     """
-    from tqdm import tqdm
-
     from texscribe.data.prepared import PreparedDataset
     from texscribe.evaluation.report import write_report
-    from texscribe.images import preprocess
-    from texscribe.inference import iter_predictions
 
     dataset = PreparedDataset.open(data_dir)
     records = dataset.records[:limit] if limit is not None else dataset.records
@@ -83,11 +79,37 @@ def evaluate(
         raise InputError("the prepared dataset has no records to evaluate", source=str(data_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    decode = {"beam": beam, "batch_size": batch_size, "max_len": max_len}
+    start = time.perf_counter()
+    rows, skipped = _predict_records(recognizer, dataset, records, decode, workers=workers, progress=progress)
+    seconds = time.perf_counter() - start
 
-    def load(record, source):
+    write_predictions(out / PREDICTIONS, rows)
+    metrics = compute_all([r.pred for r in rows], [r.ref for r in rows])
+    summary = {
+        "metrics": metrics,
+        **_breakdowns(rows),
+        "skipped": [{"id": i, "reason": reason} for i, reason in skipped],
+        "run": _run_info(recognizer, data_dir, len(records), len(rows), decode, seconds),
+    }
+    (out / METRICS).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    result = EvaluationResult(metrics, out, rows, skipped, seconds)
+    write_report(result, summary, n_worst=n_worst)
+    return result
+
+
+def _predict_records(
+    recognizer: Any, dataset: Any, records: list[Any], decode: dict[str, int], *, workers: int, progress: bool
+) -> tuple[list[Row], list[tuple[str, str]]]:
+    """Scored rows, and (id, reason) of the records whose image could not be read; a progress bar on stderr."""
+    from tqdm import tqdm
+
+    from texscribe.images import preprocess
+    from texscribe.inference import iter_predictions
+
+    def load(record: Any, source: str) -> Any:
         return preprocess(dataset.load_image(record), recognizer.config.data)
 
-    start = time.perf_counter()
     rows: list[Row] = []
     skipped: list[tuple[str, str]] = []
     bar = tqdm(total=len(records), unit="img", disable=not progress, desc="evaluate")
@@ -96,10 +118,8 @@ def evaluate(
         [(r.id, r) for r in records],
         load=load,
         workers=workers,
-        chunk_size=max(32, batch_size * 4),
-        beam=beam,
-        batch_size=batch_size,
-        max_len=max_len,
+        chunk_size=max(32, decode["batch_size"] * 4),
+        **decode,
     )
     for outcome in outcomes:
         bar.update(1)
@@ -110,35 +130,36 @@ def evaluate(
         pred = outcome.prediction
         rows.append(Row(record.id, record.tokens, pred.tokens, pred.score, pred.min_prob, record.image_path))
     bar.close()
-    seconds = time.perf_counter() - start
+    return rows, skipped
 
-    write_predictions(out / PREDICTIONS, rows)
-    metrics = compute_all([r.pred for r in rows], [r.ref for r in rows])
+
+def _breakdowns(rows: list[Row]) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics.json's by_length, by_structure and by_confidence: group name -> that group's metrics."""
     preds, refs = [r.pred for r in rows], [r.ref for r in rows]
-    summary = {
-        "metrics": metrics,
+    return {
         "by_length": {g.name: g.metrics for g in by_length(preds, refs)},
         "by_structure": {g.name: g.metrics for g in by_structure(preds, refs)},
         "by_confidence": {g.name: g.metrics for g in by_confidence(preds, refs, [r.score for r in rows])},
-        "skipped": [{"id": i, "reason": reason} for i, reason in skipped],
-        "run": {
-            "model": [str(m.path) for m in recognizer.models],
-            "data": str(Path(data_dir).resolve()),
-            "records": len(records),
-            "beam": beam,
-            "max_len": max_len,
-            "batch_size": batch_size,
-            "seconds": round(seconds, 3),
-            "images_per_second": round(len(rows) / seconds, 3) if seconds > 0 else None,
-            "device": recognizer.device,
-            "machine": platform.machine(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
     }
-    (out / METRICS).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    result = EvaluationResult(metrics, out, rows, skipped, seconds)
-    write_report(result, summary, n_worst=n_worst)
-    return result
+
+
+def _run_info(
+    recognizer: Any, data_dir: str | Path, records: int, scored: int, decode: dict[str, int], seconds: float
+) -> dict[str, Any]:
+    """metrics.json's "run": what was evaluated, how, on which machine, how fast."""
+    return {
+        "model": [str(m.path) for m in recognizer.models],
+        "data": str(Path(data_dir).resolve()),
+        "records": records,
+        "beam": decode["beam"],
+        "max_len": decode["max_len"],
+        "batch_size": decode["batch_size"],
+        "seconds": round(seconds, 3),
+        "images_per_second": round(scored / seconds, 3) if seconds > 0 else None,
+        "device": recognizer.device,
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def write_predictions(path: Path, rows: list[Row]) -> None:

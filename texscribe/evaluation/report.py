@@ -1,4 +1,5 @@
-"""report.md for an evaluation: overall metrics, breakdowns, the worst errors with their images, a plot."""
+"""report.md for an evaluation: overall metrics, breakdowns, the worst errors with their images, a plot
+(drawn by `texscribe.evaluation.plots`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from texscribe.data.prepared import image_filename
-from texscribe.evaluation.breakdown import LENGTH_BUCKETS
-from texscribe.metrics import latex_string
+from texscribe.evaluation.plots import plot_accuracy_by_length
+from texscribe.latex import latex_string
 
 PLOT = "plots/accuracy_by_length.png"
 ERRORS_DIR = "errors"
@@ -78,7 +79,7 @@ def write_report(result: Any, summary: dict[str, Any], n_worst: int = 20) -> Pat
     if result.skipped:
         lines += ["", "## Skipped records", "", "| id | reason |", "|---|---|"]
         lines += [f"| {_cell(i)} | {_cell(reason)} |" for i, reason in result.skipped]
-    _plot_by_length(summary["by_length"], out / PLOT)
+    plot_accuracy_by_length(summary["by_length"], out / PLOT, GROUP_COLUMNS[:3])
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -115,31 +116,6 @@ def _worst_errors(rows: list[Any], out: Path, n_worst: int) -> list[str]:
         ref, pred = _code(latex_string(row.ref)), _code(latex_string(row.pred))
         lines.append(f"| {image} | {ref} | {pred} | {edits} | {row.score:.3f} |")
     return lines
-
-
-def _plot_by_length(groups: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = [name for name, _, _ in LENGTH_BUCKETS if name in groups] + [n for n in groups if n == "empty"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
-    width = 0.27
-    for k, (key, title) in enumerate(GROUP_COLUMNS[:3]):
-        xs = [i + (k - 1) * width for i in range(len(order))]
-        ax.bar(xs, [100 * groups[g][key] for g in order], width, label=title)
-    ax.set_xticks(range(len(order)), [f"{g}\n(n={int(groups[g]['n'])})" for g in order])
-    ax.set_xlabel("reference length (tokens)")
-    ax.set_ylabel("% of samples")
-    ax.set_ylim(0, 100)
-    ax.set_title("Accuracy by formula length")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _cell(text: str) -> str:

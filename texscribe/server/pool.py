@@ -11,7 +11,6 @@ the next request: no input can hold a worker much past the server's timeout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,19 +21,6 @@ from texscribe.inference import DeadlineExceeded
 from texscribe.server.limits import ApiError
 
 T = TypeVar("T")
-
-
-def configure_torch_threads(threads: int) -> None:
-    """Set torch's intra-op threads (process-wide) and, when still allowed, one inter-op thread."""
-    import torch
-
-    from texscribe.inference import check_threads
-
-    check_threads("threads", threads)
-    torch.set_num_threads(threads)
-    # only settable before the first parallel op; keeping the default then is harmless
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(1)
 
 
 class InferencePool:

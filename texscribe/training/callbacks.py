@@ -1,4 +1,6 @@
-"""Callbacks for training runs: a frequent, atomic `last.ckpt`, an images/s meter, and PNG curves.
+"""Callbacks for training runs: a frequent, atomic `last.ckpt` and an images/s meter.
+
+The PNG curves of a run are drawn by `texscribe.evaluation.plots.plot_training_curves`.
 
 `LastCheckpoint` is what makes "run the same command again" resume: it rewrites
 `checkpoints/last.ckpt` every N optimizer steps or M minutes (whichever comes first), after each
@@ -8,12 +10,9 @@ to a temporary file first and is renamed over the old one, so a kill mid-write n
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -113,54 +112,3 @@ class ImagesPerSecond(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = None  # do not count validation time as training time
-
-
-def read_metrics(csv_paths: Iterable[str | Path]) -> dict[str, list[tuple[int, float]]]:
-    """metric name -> sorted (step, value) pairs merged over CSV logs (one file per run segment)."""
-    series: dict[str, dict[int, float]] = defaultdict(dict)
-    for path in csv_paths:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                step = int(float(row.get("step") or 0))
-                for key, value in row.items():
-                    if key in ("step", "epoch") or value in (None, ""):
-                        continue
-                    series[key][step] = float(value)
-    return {k: sorted(v.items()) for k, v in series.items()}
-
-
-def plot_curves(csv_paths: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
-    """Write loss.png, exprate.png and lr.png (those with data) from Lightning CSV logs; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = read_metrics(csv_paths)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    panels = {
-        "loss.png": ("loss", ["train/loss_step", "train/loss_epoch", "val/loss"]),
-        "exprate.png": ("fraction of val set", ["val/exprate", "val/le1", "val/le2"]),
-        "lr.png": ("learning rate", sorted(k for k in series if k.startswith("lr-"))[:1]),  # groups share it
-    }
-    written = []
-    for filename, (ylabel, keys) in panels.items():
-        keys = [k for k in keys if series.get(k)]
-        if not keys:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in keys:
-            steps, values = zip(*series[key])
-            marker = "o" if len(steps) < 50 else None
-            ax.plot(steps, values, label=key, marker=marker, markersize=3)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / filename
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written

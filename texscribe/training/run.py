@@ -183,7 +183,7 @@ def train(
     import lightning as L
 
     from texscribe.data.datamodule import LatexDataModule
-    from texscribe.training.callbacks import plot_curves
+    from texscribe.evaluation.plots import plot_training_curves
     from texscribe.training.lit_module import LitImageToLatex
 
     tc = config.train
@@ -252,7 +252,7 @@ def train(
         if trainer.is_global_zero:
             csvs = sorted((run_dir / "logs" / "csv").glob("segment-*/metrics.csv"))
             try:
-                curves = plot_curves(csvs, run_dir / "curves")
+                curves = plot_training_curves(csvs, run_dir / "curves")
             except (OSError, ValueError) as exc:
                 log.warning("could not plot curves: %s", exc)
     best_path = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
