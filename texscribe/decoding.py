@@ -170,7 +170,7 @@ class _BeamSearch:
         # Only beam 0 is alive at the start, so the K beams do not all grow the same prefix.
         self.scores = torch.full((batch, beam), float("-inf"), device=self.device)
         self.scores[:, 0] = 0.0
-        self.tokens = torch.full((batch * beam, 0), 0, dtype=torch.long, device=self.device)
+        self.tokens = torch.empty((batch * beam, 0), dtype=torch.long, device=self.device)
         self.logprobs = torch.zeros((batch * beam, 0), device=self.device)
         self.last = torch.full((batch * beam,), sos_id, dtype=torch.long, device=self.device)
         self.finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
