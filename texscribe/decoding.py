@@ -74,7 +74,8 @@ def greedy_decode(
 ) -> list[list[int]]:
     """Argmax decoding of a batch: images (B,1,H,W), pixel_mask (B,H,W) -> B id lists (no <sos>/<eos>).
 
-    The token ids of `decode(..., beam=1)`: one search for users and for training.
+    The token ids of `decode(..., beam=1)`: one search for users and for training. Finished images leave
+    the batch as they end, so the cost follows the longest output.
     """
     hyps = decode(model, images, pixel_mask, beam=1, max_len=max_len, sos_id=sos_id, eos_id=eos_id)
     return [h.tokens for h in hyps]
@@ -103,7 +104,7 @@ def decode(
     stop_check: called before encoding, before every decoding step and before the R2L pass; whatever it
     raises ends decoding there (a deadline stops within one step).
     """
-    model_list = [models] if hasattr(models, "encode") else list(models)
+    model_list = [models] if isinstance(models, DecodingModel) else list(models)
     if not model_list:
         raise ValueError("decode() needs at least one model")
     if beam < 1:
