@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from texscribe.decoding import Hypothesis, decode, greedy_decode, r2l_logprob
-from texscribe.models.interface import Cache, Decoder, Memory
+from texscribe.latex import Vocab
+from texscribe.models.interface import Cache, Decoder, DecodingModel, Memory
 
-SOS, EOS = 1, 2
+SOS, EOS = Vocab.sos_id, Vocab.eos_id
 
 
 class ToyDecoder(Decoder):
@@ -223,6 +224,34 @@ def test_r2l_rescoring_picks_the_best_combined_score():
         assert hyp.rank_score == pytest.approx(val, abs=1e-5)
         assert hyp.r2l_score is not None
         assert all(isinstance(a, Hypothesis) and a.rank_score <= hyp.rank_score for a in hyp.alternatives)
+
+
+def test_stop_check_runs_before_encoding_and_each_step_and_what_it_raises_ends_decoding():
+    model = ToyModel(vocab=8, seed=9, eos_bias=-50.0)  # <eos> essentially never chosen: runs to max_len
+    assert isinstance(model, DecodingModel)
+    calls = []
+    decode(model, *toy_batch([1, 2]), beam=2, max_len=7, r2l_rescore=True, stop_check=lambda: calls.append(1))
+    assert len(calls) == 1 + 7 + 1  # encoding, 7 steps, the R2L pass
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two_steps() -> None:
+        calls.append(1)
+        if len(calls) > 3:  # encoding and two steps passed
+            raise Stop
+
+    steps, real_step = [], model.decoder.step
+
+    def counted_step(*args):
+        steps.append(1)
+        return real_step(*args)
+
+    model.decoder.step = counted_step
+    calls.clear()
+    with pytest.raises(Stop):
+        decode(model, *toy_batch([1, 2]), beam=1, max_len=50, stop_check=stop_after_two_steps)
+    assert len(steps) == 2
 
 
 def test_bad_arguments():

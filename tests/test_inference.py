@@ -263,6 +263,31 @@ def test_shipped_default_model_reads_the_bundled_examples():
     assert all(p.latex == to_latex(p.tokens) and 0.5 < p.score <= 1 for p in preds)
 
 
+# Greedy readings of the shipped model, computed before validation and prediction shared one search
+# (issue 16): they must not change by a single token.
+SHIPPED_GREEDY = {
+    "x_squared_plus_1.png": "x^{2}+1",
+    "y_eq_4x.png": "y=4x",
+    "sample_crohme/data/train/img/sample_2x.bmp": "2X",
+    "sample_crohme/data/train/img/sample_3_eq_3.bmp": "3=3",
+    "sample_crohme/data/train/img/sample_paren.bmp": "(x+2)",
+    "sample_crohme/data/train/img/sample_square.bmp": "x^{2}+1",
+    "sample_crohme/data/train/img/sample_sum.bmp": "1+2=3",
+    "sample_crohme/data/train/img/sample_x_minus_y.bmp": "X-Y",
+    "sample_crohme/data/train/img/sample_x_plus_1.bmp": "X+1",
+    "sample_crohme/data/train/img/sample_y_eq_4x.bmp": "y=4x",
+}
+
+
+def test_shipped_model_greedy_readings_are_unchanged():
+    rec = inference.load_model("default")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    paths = [examples / name for name in SHIPPED_GREEDY]
+    batched = rec.predict(paths)
+    alone = rec.predict(paths, batch_size=1)
+    assert [p.latex for p in batched] == [p.latex for p in alone] == list(SHIPPED_GREEDY.values())
+
+
 def test_png_bytes_roundtrip_through_pil(recognizer):
     buf = io.BytesIO()
     Image.fromarray(formula_image("2")).save(buf, format="JPEG")

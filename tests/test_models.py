@@ -8,6 +8,7 @@ import torch
 from texscribe.config import ModelConfig, load_config
 from texscribe.errors import ConfigError
 from texscribe.models import DECODERS, ENCODERS, build_model, count_parameters, state_dict_bytes
+from texscribe.models.interface import Decoder, DecodingModel, Encoder
 
 VOCAB = 40
 
@@ -155,6 +156,25 @@ def test_reorder_cache_follows_the_batch(decoder: str) -> None:
         logits, _ = model.decoder.step(memory.index_select(index), tgt[index, 3], cache)
         expected = model(images[index], mask[index], tgt[index, :4])[:, -1]
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), all_pairs())
+def test_parts_declare_the_interface(encoder: str, decoder: str) -> None:
+    """Every registered part subclasses the interface: the encoder states its stride, the decoder whether
+    its teacher-forced pass takes k*B target rows for B memory rows (`Decoder.repeats_memory`)."""
+    model = small_model(encoder, decoder).eval()
+    assert isinstance(model.encoder, Encoder) and isinstance(model.decoder, Decoder)
+    assert isinstance(model, DecodingModel)  # explicitly: ImageToLatex is what decoding is written against
+    sh, sw = model.encoder.stride
+    assert isinstance(sh, int) and isinstance(sw, int) and model.stride == (sh, sw)
+    assert isinstance(model.decoder.repeats_memory, bool)
+    images, mask, tgt = padded_batch()
+    memory = model.encode(images, mask)
+    twice = torch.cat([tgt, tgt.flip(0)])  # rows [2, 4) read memories 0, 1 in the repeated layout
+    with torch.no_grad():
+        expected = model.decoder(memory.index_select(torch.tensor([0, 1, 0, 1])), twice)
+        if model.decoder.repeats_memory:
+            torch.testing.assert_close(model.decoder(memory, twice), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("decoder", list(DECODERS))

@@ -1,53 +1,31 @@
-"""Greedy and batched beam-search decoding, written once against the model interface.
+"""Beam search (greedy = one beam), ensembles and right-to-left rescoring, written once.
 
-Anything with the `DecodingModel` shape can be decoded: `ImageToLatex` (torch), or the ONNX
-backend. That shape is
+Anything with the `texscribe.models.interface.DecodingModel` shape can be decoded: `ImageToLatex`
+(torch) or the ONNX runtime backend. `decode` is the one search: `Recognizer.predict` (users,
+`texscribe evaluate`) and training's validation both call it, so what training validates is what
+users get; `greedy_decode` is its `beam=1` token ids.
 
-    memory = model.encode(images, pixel_mask)                  # images (B,1,H,W), mask (B,H,W) True=pad
-    cache = model.decoder.init_cache(memory)
-    logits, cache = model.decoder.step(memory, token, cache)   # token (B,) -> logits (B,V)
-    cache = model.decoder.reorder_cache(cache, index)          # index (B',) rows to keep/duplicate
-    logits = model.decoder(memory, tgt)                        # teacher-forced (B,T)->(B,T,V); R2L rescoring only
-
-Conventions (shared with training, see `texscribe.latex.Vocab` and `texscribe.data.batching`): <pad>=0,
-<sos>=1, <eos>=2; `<pad>` and the start token are never emitted. Right-to-left (R2L) sequences swap the
-two markers (BTTR): tgt_in = [<eos>] + reversed(tokens), tgt_out = reversed(tokens) + [<sos>], so R2L
-greedy decoding is `greedy_decode(..., sos_id=2, eos_id=1)`.
+Conventions (shared with training, see `texscribe.latex.Vocab` and `texscribe.data.batching`): the
+`Vocab.pad_id` and start tokens are never emitted. Right-to-left (R2L) sequences swap the two markers
+(BTTR): tgt_in = [<eos>] + reversed(tokens), tgt_out = reversed(tokens) + [<sos>], so R2L greedy
+decoding is `greedy_decode(..., sos_id=Vocab.eos_id, eos_id=Vocab.sos_id)`.
 
 Callers put the models in eval mode and the inputs on the models' device; these functions only read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from texscribe.errors import ModelLoadError
-from texscribe.models.interface import Cache, Memory
+from texscribe.latex import Vocab
+from texscribe.models.interface import Cache, DecodingModel, Memory
 
-PAD_ID = 0
-
-
-class StepDecoder(Protocol):
-    def init_cache(self, memory: Memory) -> Cache: ...
-
-    def step(self, memory: Memory, token: Tensor, cache: Cache) -> tuple[Tensor, Cache]: ...
-
-    def reorder_cache(self, cache: Cache, index: Tensor) -> Cache: ...
-
-    def __call__(self, memory: Memory, tgt: Tensor) -> Tensor: ...
-
-
-class DecodingModel(Protocol):
-    """What decoding needs from a model (torch `ImageToLatex` or an ONNX backend)."""
-
-    decoder: StepDecoder
-
-    def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory: ...
+StopCheck = Callable[[], None]  # raises to abandon decoding (a server request past its deadline)
 
 
 @dataclass
@@ -81,46 +59,26 @@ class Hypothesis:
 def _log_probs(logits: Tensor, start_id: int) -> Tensor:
     """float32 log-softmax over the last dim with <pad> and the start token excluded (never valid outputs)."""
     logits = logits.float().clone()
-    logits[..., PAD_ID] = float("-inf")
+    logits[..., Vocab.pad_id] = float("-inf")
     logits[..., start_id] = float("-inf")
     return torch.log_softmax(logits, dim=-1)
 
 
-@torch.inference_mode()
 def greedy_decode(
     model: DecodingModel,
     images: Tensor,
     pixel_mask: Tensor,
     max_len: int = 200,
-    sos_id: int = 1,
-    eos_id: int = 2,
+    sos_id: int = Vocab.sos_id,
+    eos_id: int = Vocab.eos_id,
 ) -> list[list[int]]:
     """Argmax decoding of a batch: images (B,1,H,W), pixel_mask (B,H,W) -> B id lists (no <sos>/<eos>).
 
-    Finished rows are dropped from the batch as they end, so the cost follows the longest output.
+    The token ids of `decode(..., beam=1)`: one search for users and for training. Finished images leave
+    the batch as they end, so the cost follows the longest output.
     """
-    memory = model.encode(images, pixel_mask)
-    batch = images.shape[0]
-    device = memory.features.device
-    cache = model.decoder.init_cache(memory)
-    token = torch.full((batch,), sos_id, dtype=torch.long, device=device)
-    rows = torch.arange(batch, device=device)  # original batch index of each active row
-    out: list[list[int]] = [[] for _ in range(batch)]
-    for _ in range(max_len):
-        logits, cache = model.decoder.step(memory, token, cache)
-        token = _log_probs(logits, sos_id).argmax(-1)
-        done = token == eos_id
-        for r, t, d in zip(rows.tolist(), token.tolist(), done.tolist()):
-            if not d:
-                out[r].append(t)
-        if bool(done.all()):
-            break
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            rows, token = rows[keep], token[keep]
-            memory = memory.index_select(keep)
-            cache = model.decoder.reorder_cache(cache, keep)
-    return out
+    hyps = decode(model, images, pixel_mask, beam=1, max_len=max_len, sos_id=sos_id, eos_id=eos_id)
+    return [h.tokens for h in hyps]
 
 
 def decode(
@@ -132,8 +90,9 @@ def decode(
     max_len: int = 200,
     length_penalty: float = 1.0,
     r2l_rescore: bool = False,
-    sos_id: int = 1,
-    eos_id: int = 2,
+    sos_id: int = Vocab.sos_id,
+    eos_id: int = Vocab.eos_id,
+    stop_check: StopCheck | None = None,
 ) -> list[Hypothesis]:
     """Beam search over B images x `beam` hypotheses; one best `Hypothesis` per image, in order.
 
@@ -142,18 +101,23 @@ def decode(
     r2l_rescore (for models trained bidirectionally): each image's final hypotheses are also scored
     right-to-left by a teacher-forced pass and ranked by (L2R + R2L) / (2 * length**length_penalty).
     `beam=1` is greedy decoding. Each result lists the other finished candidates in `.alternatives`.
+    stop_check: called before encoding, before every decoding step and before the R2L pass; whatever it
+    raises ends decoding there (a deadline stops within one step).
     """
-    model_list = [models] if hasattr(models, "encode") else list(models)
+    model_list = [models] if isinstance(models, DecodingModel) else list(models)
     if not model_list:
         raise ValueError("decode() needs at least one model")
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     check_same_vocab(model_list)
+    check = stop_check or _never_stop
     with torch.inference_mode():
+        check()
         memories = [m.encode(images, pixel_mask) for m in model_list]
         search = _BeamSearch(model_list, memories, beam, max_len, length_penalty, sos_id, eos_id)
-        candidates = search.run()
+        candidates = search.run(check)
         if r2l_rescore:
+            check()
             _rescore_r2l(model_list, memories, candidates, length_penalty, sos_id, eos_id)
     results = []
     for cands in candidates:
@@ -164,11 +128,16 @@ def decode(
     return results
 
 
+def _never_stop() -> None:
+    return None
+
+
 def check_same_vocab(models: Sequence[DecodingModel]) -> None:
     """Ensemble members may differ in encoder and decoder but must share the output vocabulary.
 
-    Models that report `vocab_size` (ImageToLatex, the ONNX backend) are compared up front; averaging
-    step log-probs over different vocabularies would mix unrelated tokens, so this raises `ModelLoadError`.
+    Models that report `vocab_size` (`ImageToLatex`) are compared up front (`load_model` compares the
+    vocabularies of loaded models itself); averaging step log-probs over different vocabularies would mix
+    unrelated tokens, so this raises `ModelLoadError`.
     """
     sizes = [getattr(m, "vocab_size", None) for m in models]
     known = {s for s in sizes if s is not None}
@@ -202,13 +171,14 @@ class _BeamSearch:
         # Only beam 0 is alive at the start, so the K beams do not all grow the same prefix.
         self.scores = torch.full((batch, beam), float("-inf"), device=self.device)
         self.scores[:, 0] = 0.0
-        self.tokens = torch.full((batch * beam, 0), 0, dtype=torch.long, device=self.device)
+        self.tokens = torch.empty((batch * beam, 0), dtype=torch.long, device=self.device)
         self.logprobs = torch.zeros((batch * beam, 0), device=self.device)
         self.last = torch.full((batch * beam,), sos_id, dtype=torch.long, device=self.device)
         self.finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
-    def run(self) -> list[list[Hypothesis]]:
+    def run(self, stop_check: StopCheck) -> list[list[Hypothesis]]:
         for t in range(self.max_len):
+            stop_check()
             self._advance(t)
             if not self.images:
                 break
@@ -253,7 +223,8 @@ class _BeamSearch:
         self.tokens = torch.cat([self.tokens[rows], new_tok.unsqueeze(1)], dim=1)
         self.logprobs = torch.cat([self.logprobs[rows], logp[rows, new_tok].unsqueeze(1)], dim=1)
         self.last = new_tok
-        done = [self._image_done(i, t) for i in range(n)]
+        best_alive = self.scores.max(dim=1).values.tolist()  # one device sync for all images
+        done = [self._image_done(i, t, best_alive[i]) for i in range(n)]
         if any(done):
             alive = [i for i in range(n) if not done[i]]
             alive_rows = torch.tensor(
@@ -267,7 +238,8 @@ class _BeamSearch:
             # images dropped: every entry loses rows, the static ones included
             rows = rows[alive_rows]
             self.caches = [m.decoder.reorder_cache(c, rows) for m, c in zip(self.models, self.caches)]
-        else:  # beams re-ranked within each image: only the entries that evolve need reordering
+        elif k > 1:  # beams re-ranked within each image (one beam has nothing to re-rank): only the
+            # entries that evolve need reordering
             self.caches = [self._reorder_within_images(j, rows) for j in range(len(self.models))]
 
     def _reorder_within_images(self, j: int, rows: Tensor) -> Cache:
@@ -287,13 +259,13 @@ class _BeamSearch:
         hyp.rank_score = _normalised(score, hyp.length, self.penalty)
         self.finished[img].append(hyp)
 
-    def _image_done(self, i: int, t: int) -> bool:
-        """Enough finished hypotheses, and no live beam can still beat the k-th best of them.
+    def _image_done(self, i: int, t: int, best_alive: float) -> bool:
+        """Enough finished hypotheses, and no live beam (best score `best_alive`) can still beat the k-th best.
 
         The bound normalises a live score by its current length: exact for length_penalty=0 (scores
         only fall), the usual heuristic otherwise (a longer, more confident tail could still win).
+        With one beam this is greedy's rule: the image is done when <eos> is its best next token.
         """
-        best_alive = float(self.scores[i].max())
         if best_alive == float("-inf"):
             return True
         done = self.finished[self.images[i]]
@@ -304,7 +276,11 @@ class _BeamSearch:
 
 
 def r2l_logprob(
-    model: DecodingModel, memory: Memory, hyps: Sequence[Sequence[int]], sos_id: int = 1, eos_id: int = 2
+    model: DecodingModel,
+    memory: Memory,
+    hyps: Sequence[Sequence[int]],
+    sos_id: int = Vocab.sos_id,
+    eos_id: int = Vocab.eos_id,
 ) -> Tensor:
     """Teacher-forced right-to-left log-probability of each id sequence: memory rows align with `hyps`.
 
@@ -313,8 +289,8 @@ def r2l_logprob(
     """
     device = memory.features.device
     longest = max(len(h) for h in hyps) + 1
-    tgt_in = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long)
-    tgt_out = torch.full((len(hyps), longest), PAD_ID, dtype=torch.long)
+    tgt_in = torch.full((len(hyps), longest), Vocab.pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(hyps), longest), Vocab.pad_id, dtype=torch.long)
     for i, h in enumerate(hyps):
         rev = list(reversed(list(h)))
         tgt_in[i, : len(rev) + 1] = torch.tensor([eos_id, *rev], dtype=torch.long)
@@ -322,7 +298,7 @@ def r2l_logprob(
     tgt_in, tgt_out = tgt_in.to(device), tgt_out.to(device)
     logp = _log_probs(model.decoder(memory, tgt_in), start_id=eos_id)
     picked = logp.gather(2, tgt_out.unsqueeze(-1)).squeeze(-1)
-    return picked.masked_fill(tgt_out == PAD_ID, 0.0).sum(dim=1)
+    return picked.masked_fill(tgt_out == Vocab.pad_id, 0.0).sum(dim=1)
 
 
 def _rescore_r2l(models, memories, candidates, length_penalty, sos_id, eos_id) -> None:

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -344,9 +345,7 @@ class Recognizer:
         sources = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
         prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
-        backends = (
-            self.backends if deadline is None else [_DeadlineBackend(b, deadline) for b in self.backends]
-        )
+        stop_check = None if deadline is None else partial(check_deadline, deadline)
         results: list[Prediction | None] = [None] * len(images)
         # multiple=1: sorted by exact size, the budget counting the images' own sides -- the batches (and so
         # the padding, and the bit-exact predictions) inference has always used
@@ -357,13 +356,14 @@ class Recognizer:
             tensors, mask = tensors.to(self.device), mask.to(self.device)
             with torch.inference_mode():
                 hyps = decode(
-                    backends,
+                    self.backends,
                     tensors,
                     mask,
                     beam=beam,
                     max_len=max_len,
                     length_penalty=length_penalty,
                     r2l_rescore=use_r2l,
+                    stop_check=stop_check,
                 )
             share = (time.perf_counter() - start) / len(batch)
             for i, hyp in zip(batch, hyps):
@@ -395,46 +395,6 @@ def check_deadline(deadline: float | None) -> None:
     """Raise `DeadlineExceeded` once `time.monotonic()` is past `deadline` (None: no deadline)."""
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineExceeded(f"stopped: the deadline passed {time.monotonic() - deadline:.2f} s ago")
-
-
-class _DeadlineBackend:
-    """A backend (`DecodingModel`) whose encode and every decoder step first check a deadline.
-
-    Wrapped around a shared backend for one call, it stops decoding within one step of the deadline
-    instead of running on to `max_len` for a caller that has given up (a server request that timed out).
-    """
-
-    def __init__(self, backend: Any, deadline: float):
-        self._backend = backend
-        self._deadline = deadline
-        self.decoder = _DeadlineDecoder(backend.decoder, deadline)
-
-    def __getattr__(self, name: str) -> Any:  # vocab_size and whatever else decoding reads
-        return getattr(self._backend, name)
-
-    def encode(self, images: Any, pixel_mask: Any) -> Any:
-        check_deadline(self._deadline)
-        return self._backend.encode(images, pixel_mask)
-
-
-class _DeadlineDecoder:
-    def __init__(self, decoder: Any, deadline: float):
-        self._decoder = decoder
-        self._deadline = deadline
-
-    def init_cache(self, memory: Any) -> Any:
-        return self._decoder.init_cache(memory)
-
-    def step(self, memory: Any, token: Any, cache: Any) -> Any:
-        check_deadline(self._deadline)
-        return self._decoder.step(memory, token, cache)
-
-    def reorder_cache(self, cache: Any, index: Any) -> Any:
-        return self._decoder.reorder_cache(cache, index)
-
-    def __call__(self, memory: Any, tgt: Any) -> Any:
-        check_deadline(self._deadline)
-        return self._decoder(memory, tgt)
 
 
 @dataclass

@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from texscribe.models.interface import Decoder, Encoder, Memory
+from texscribe.models.interface import Decoder, DecodingModel, Encoder, Memory
 from texscribe.models.positional import PositionalEncoding2D
 
 
-class ImageToLatex(nn.Module):
+class ImageToLatex(nn.Module, DecodingModel):
     """images (B, 1, H, W) in [0, 1] + pixel_mask (B, H, W) True=padding -> token logits.
 
     `encode` runs once per image batch; `decoder.init_cache/step` then decode token by token
-    (see `texscribe.models.interface`), `forward` is the teacher-forced training pass.
+    (the `DecodingModel` of `texscribe.models.interface`), `forward` is the teacher-forced training pass.
     """
+
+    decoder: Decoder
 
     def __init__(self, encoder: Encoder, decoder: Decoder, d_model: int, vocab_size: int):
         super().__init__()
@@ -32,11 +34,7 @@ class ImageToLatex(nn.Module):
 
     @property
     def stride(self) -> tuple[int, int]:
-        """(sh, sw) total encoder downsampling; pad inputs to multiples of it (pad_batch's 16 covers every preset).
-
-        The encoder pads itself otherwise, but ONNX export with dynamic H, W needs H, W declared as
-        multiples of the stride (e.g. `16 * torch.export.Dim("h")`).
-        """
+        """(sh, sw) total downsampling of the encoder (`Encoder.stride`): memory grid h = ceil(H / sh)."""
         return tuple(self.encoder.stride)
 
     def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:

@@ -57,7 +57,7 @@ class LitImageToLatex(L.LightningModule):
         tgt_in, tgt_out = batch.tgt_in, batch.tgt_out
         if both_directions and batch.tgt_in_r2l is not None:
             b = len(batch)
-            if not getattr(model.decoder, "repeats_memory", False):  # else the decoder shares it itself
+            if not model.decoder.repeats_memory:  # else the decoder shares it itself
                 memory = memory.index_select(torch.arange(2 * b, device=tgt_in.device) % b)
             tgt_in = torch.cat([tgt_in, batch.tgt_in_r2l])
             tgt_out = torch.cat([tgt_out, batch.tgt_out_r2l])
@@ -99,7 +99,7 @@ class LitImageToLatex(L.LightningModule):
         self._val_loss = torch.zeros(2, dtype=torch.float64)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        from texscribe.decoding import greedy_decode
+        from texscribe.decoding import decode
 
         logits, tgt_out = self.logits(batch, both_directions=False, model=self.evaluated_model())
         # plain cross-entropy (no smoothing), so val/loss reads as the model's true NLL per token
@@ -109,11 +109,12 @@ class LitImageToLatex(L.LightningModule):
         self._val_loss += torch.tensor(
             [loss.item(), int((tgt_out != Vocab.pad_id).sum())], dtype=torch.float64
         )
-        # A prediction longer than its reference + 2 is already > 2 edits away, so decoding further
-        # cannot change ExpRate, <=1 or <=2: cap the length there (saves most of an untrained model's time).
+        # Greedy through `decode`, the search `Recognizer.predict` runs for users. A prediction longer than
+        # its reference + 2 is already > 2 edits away, so decoding further cannot change ExpRate, <=1 or
+        # <=2: cap the length there (saves most of an untrained model's time).
         max_len = int(batch.lengths.max()) + 2
-        pred_ids = greedy_decode(self.evaluated_model(), batch.images, batch.pixel_mask, max_len=max_len)
-        self._val_preds.extend(self.vocab.decode(p) for p in pred_ids)
+        hyps = decode(self.evaluated_model(), batch.images, batch.pixel_mask, beam=1, max_len=max_len)
+        self._val_preds.extend(self.vocab.decode(h.tokens) for h in hyps)
         self._val_refs.extend(self.vocab.decode(r.tolist()) for r in batch.tgt_out)
 
     def on_validation_epoch_end(self) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from texscribe.latex import Vocab
 from texscribe.models.interface import Cache, Decoder, Memory
 from texscribe.models.positional import token_positions
 
@@ -102,6 +103,8 @@ class TransformerDecoder(Decoder):
     per (query, key, head) of every attention map: 0 trains markedly faster (see benchmarks/train_throughput.py).
     """
 
+    repeats_memory = True  # `forward` takes k*B target rows for B memories (see `_decode`)
+
     def __init__(
         self,
         vocab_size: int,
@@ -143,8 +146,6 @@ class TransformerDecoder(Decoder):
             self.out_bias = nn.Parameter(torch.zeros(vocab_size))
         else:
             self.out_proj = nn.Linear(d_model, vocab_size)
-
-    repeats_memory = True  # `forward` takes k*B target rows for B memories (see `_decode`)
 
     def forward(self, memory: Memory, tgt: Tensor, teacher_forcing: float | None = None) -> Tensor:
         """tgt (B, T) starting with <sos> -> logits (B, T, V); tgt may hold k*B rows, row i reading memory i % B."""
@@ -206,7 +207,7 @@ class TransformerDecoder(Decoder):
         predicted = self._decode(memory, tgt).argmax(-1)  # predicted[:, t] is a guess for tgt[:, t + 1]
         swap = torch.rand(tgt.shape, device=tgt.device) >= ratio
         swap[:, 0] = False
-        swap &= tgt != 0  # keep <pad> positions as they are
+        swap &= tgt != Vocab.pad_id  # keep <pad> positions as they are
         mixed = tgt.clone()
         mixed[:, 1:] = torch.where(swap[:, 1:], predicted[:, :-1], tgt[:, 1:])
         return mixed
