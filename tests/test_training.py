@@ -269,8 +269,8 @@ def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path, layo
     MASTER_ADDR:MASTER_PORT rendezvous), as in the README's two-node launch. The ranks train on
     different batches, end with the same weights, rank 0 alone writes files, and the checkpoint and the
     exported model load."""
-    from texscribe.inference import load_model
     from texscribe.checkpoint import export_checkpoint, read_checkpoint
+    from texscribe.inference import load_model
 
     train_dir, val_dir = crohme64
     out, reports = tmp_path / "out", tmp_path / "reports"
