@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from texscribe.inference import load_model
-    from texscribe.onnx_backend import export_model_file
+    from texscribe.onnx_export import export_model_file
 
     images = crohme_2014(args.n)
     tmp = Path(tempfile.mkdtemp(prefix="texscribe-onnx-"))

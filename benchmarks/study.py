@@ -98,7 +98,7 @@ def measure(preset: str, config, result, args: argparse.Namespace, val: str) -> 
     if result.model_file is None:
         return {**row, "error": "no model file exported (run interrupted?)"}
     rec = load_model(result.model_file, num_threads=args.threads)
-    row["params"] = count_parameters(rec.models[0].backend)
+    row["params"] = count_parameters(rec.models[0].model)
     ev = evaluate(rec, val, result.run_dir / "eval", limit=args.limit, workers=1, progress=False)
     row.update({k: ev.metrics[k] for k in ("n", "exp_rate", "le1", "le2", "bleu4")})
     row["latency_ms"] = latency_ms(rec, args.latency_n, args.max_len)

@@ -245,9 +245,8 @@ def synthetic_prepared(root: Path, n: int = 12, seed: int = 0) -> Path:
 
 @pytest.mark.slow
 def test_mean_teacher_trains_through_the_real_path_and_exports_the_teacher(tmp_path: Path) -> None:
-    from texscribe.checkpoint import read_model_file
+    from texscribe.checkpoint import checkpoint_weights, read_checkpoint, read_model_file
     from texscribe.training import train
-    from texscribe.training.run import load_checkpoint, model_state
 
     train_dir = synthetic_prepared(tmp_path / "train")
     unlabelled = synthetic_prepared(tmp_path / "unlabelled", n=6, seed=1)
@@ -263,9 +262,9 @@ def test_mean_teacher_trains_through_the_real_path_and_exports_the_teacher(tmp_p
     ]  # fmt: skip
     result = train(load_config("effnet_nl", overrides), resume="never")
     assert result.global_step == 4 and result.model_file is not None
-    ckpt = load_checkpoint(result.last_checkpoint)
+    ckpt = read_checkpoint(result.last_checkpoint)
     teacher, student = (
-        model_state(ckpt),
+        checkpoint_weights(ckpt).state_dict,
         {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
     )
     assert teacher.keys() == student.keys()

@@ -5,6 +5,7 @@ vocabulary growth on the untied RNN decoder and bad input (fast)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -204,3 +205,27 @@ def test_bad_inputs(tmp_path: Path) -> None:
     (lonely / "b.png").write_bytes((chem / "f00_0.png").read_bytes())
     with pytest.raises(InputError, match="no usable image"):
         finetune(FinetuneSettings(base=str(base), data=[str(lonely)], out=str(tmp_path / "o3")))
+
+
+def test_finetune_config_is_the_base_config_with_the_recipe_then_overrides(tmp_path: Path) -> None:
+    """lr, warmup and seed have one home: the config keys `RECIPE` sets and overrides change (the CLI flags
+    are overrides of them); the rest of the base model's optimizer settings stay."""
+    from texscribe.commands.finetune import _flag_overrides
+    from texscribe.errors import ConfigError
+    from texscribe.training.finetune import FinetuneSettings, finetune_config
+
+    base = load_config(
+        "tiny", ["optim.lr=1e-3", "optim.warmup_steps=500", "optim.weight_decay=0.05", "train.seed=1"]
+    )
+    config = finetune_config(base, FinetuneSettings(base="b.pt", data=["d"], replay=["r"]), tmp_path)
+    assert (config.optim.lr, config.optim.warmup_steps, config.train.seed) == (3e-4, 30, 7)
+    assert config.optim.weight_decay == 0.05 and config.model == base.model
+    assert config.data.train == [str(tmp_path / "data" / "train"), str(tmp_path / "data" / "replay")]
+    flags = _flag_overrides(argparse.Namespace(lr=1e-5, warmup_steps=None, seed=3))
+    assert flags == ["optim.lr=1e-05", "train.seed=3"]
+    tuned = FinetuneSettings(base="b.pt", data=["d"], overrides=[*flags, "optim.lr=2e-4"])
+    config = finetune_config(base, tuned, tmp_path)
+    assert (config.optim.lr, config.optim.warmup_steps, config.train.seed) == (2e-4, 30, 3)
+    assert config.data.train == [str(tmp_path / "data" / "train")]
+    with pytest.raises(ConfigError, match="optim.lr"):
+        finetune_config(base, FinetuneSettings(base="b.pt", data=["d"], overrides=["optim.lr=-1"]), tmp_path)

@@ -22,12 +22,12 @@ from texscribe.cli import main as cli_main  # noqa: E402
 from texscribe.decoding import decode, greedy_decode  # noqa: E402
 from texscribe.errors import ModelLoadError  # noqa: E402
 from texscribe.inference import load_model  # noqa: E402
-from texscribe.onnx_backend import (  # noqa: E402
+from texscribe.onnx_export import export_model_file  # noqa: E402
+from texscribe.onnx_runtime import (  # noqa: E402
     ENCODER_FILE,
     INIT_FILE,
     STEP_FILE,
-    OnnxBackend,
-    export_model_file,
+    OnnxModel,
     read_export_info,
 )
 
@@ -49,7 +49,7 @@ def export_dir(model_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_model(model_file):
-    return load_model(str(model_file), num_threads=1).models[0].backend
+    return load_model(str(model_file), num_threads=1).models[0].model
 
 
 def random_batch(sizes: list[tuple[int, int]], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +84,7 @@ def test_export_writes_the_documented_files(export_dir):
     ids=["one", "three", "odd"],
 )
 def test_greedy_tokens_equal_torch(export_dir, torch_model, sizes):
-    backend = OnnxBackend(export_dir, threads=1)
+    backend = OnnxModel(export_dir, threads=1)
     images, mask = random_batch(sizes, seed=len(sizes))
     expected = greedy_decode(torch_model, images, mask, max_len=MAX_LEN)
     assert greedy_decode(backend, images, mask, max_len=MAX_LEN) == expected
@@ -96,7 +96,7 @@ def test_greedy_tokens_equal_torch(export_dir, torch_model, sizes):
 
 
 def test_beam_search_equals_torch(export_dir, torch_model):
-    backend = OnnxBackend(export_dir, threads=1)
+    backend = OnnxModel(export_dir, threads=1)
     images, mask = random_batch([(50, 170), (64, 128)], seed=7)
     ours = decode(backend, images, mask, beam=3, max_len=MAX_LEN)
     ref = decode(torch_model, images, mask, beam=3, max_len=MAX_LEN)
@@ -116,7 +116,7 @@ def test_int8_quantised_export(model_file, export_dir, tmp_path):
     result = export_model_file(str(model_file), tmp_path / "int8", quantize="int8")
     assert result.quantized and read_export_info(result.out_dir)["quantized"] == "int8"
     assert result.files[STEP_FILE] < 0.6 * (export_dir / STEP_FILE).stat().st_size  # int8 matmul weights
-    backend = OnnxBackend(result.out_dir, threads=1)
+    backend = OnnxModel(result.out_dir, threads=1)
     assert backend.quantized
     images, mask = random_batch([(64, 200)], seed=3)
     (tokens,) = greedy_decode(backend, images, mask, max_len=MAX_LEN)
@@ -125,12 +125,12 @@ def test_int8_quantised_export(model_file, export_dir, tmp_path):
 
 def test_bad_export_dirs_raise_model_load_error(tmp_path, model_file, export_dir):
     with pytest.raises(ModelLoadError, match="not found"):
-        OnnxBackend(tmp_path / "missing")
+        OnnxModel(tmp_path / "missing")
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / ENCODER_FILE).write_bytes((export_dir / ENCODER_FILE).read_bytes())
     with pytest.raises(ModelLoadError, match="decoder_step.onnx"):
-        OnnxBackend(partial)
+        OnnxModel(partial)
     with pytest.raises(ModelLoadError, match="not an ONNX export"):
         load_model(str(model_file), backend="onnx")
     corrupt = tmp_path / "corrupt"
@@ -139,7 +139,7 @@ def test_bad_export_dirs_raise_model_load_error(tmp_path, model_file, export_dir
         (corrupt / p.name).write_bytes(p.read_bytes())
     (corrupt / STEP_FILE).write_bytes(b"not onnx")
     with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
-        OnnxBackend(corrupt)
+        OnnxModel(corrupt)
 
 
 def test_server_on_onnx_backend_matches_torch_server(export_dir, model_file):
@@ -160,7 +160,7 @@ def test_server_on_onnx_backend_matches_torch_server(export_dir, model_file):
 
 
 def test_export_check_reports_agreement(model_file, export_dir):
-    from texscribe.onnx_backend import check_export
+    from texscribe.onnx_export import check_export
 
     report = check_export(str(model_file), export_dir, images=2, max_len=10)
     assert "greedy tokens identical for 2/2" in report
@@ -193,7 +193,7 @@ def test_other_decoder_families_export_exactly(decoder, tmp_path):
     from texscribe.config import ModelConfig
     from texscribe.latex import Vocab
     from texscribe.models.registry import build_model
-    from texscribe.onnx_backend import export_onnx
+    from texscribe.onnx_export import export_onnx
 
     torch.manual_seed(0)
     vocab = Vocab([f"t{i}" for i in range(30)])
@@ -203,7 +203,7 @@ def test_other_decoder_families_export_exactly(decoder, tmp_path):
     export_onnx(model, vocab, tmp_path)
     info = read_export_info(tmp_path)
     assert {"memory", "memory_proj"} <= set(info["static_cache_names"]) and "coverage" in info["cache_names"]
-    backend = OnnxBackend(tmp_path, threads=1)
+    backend = OnnxModel(tmp_path, threads=1)
     images, mask = random_batch([(48, 160), (33, 250)], seed=11)
     assert greedy_decode(backend, images, mask, max_len=MAX_LEN) == greedy_decode(
         model, images, mask, max_len=MAX_LEN
@@ -215,7 +215,7 @@ def test_other_decoder_families_export_exactly(decoder, tmp_path):
 
 def test_static_cache_entries_come_back_as_the_same_tensors(export_dir):
     """Memory keys/values are not step outputs; the backend returns the input tensors, as torch does."""
-    backend = OnnxBackend(export_dir, threads=1)
+    backend = OnnxModel(export_dir, threads=1)
     info = read_export_info(export_dir)
     assert info["static_cache_names"] and all(n.startswith("mem_") for n in info["static_cache_names"])
     images, mask = random_batch([(64, 200)], seed=5)

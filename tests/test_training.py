@@ -269,8 +269,8 @@ def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path, layo
     MASTER_ADDR:MASTER_PORT rendezvous), as in the README's two-node launch. The ranks train on
     different batches, end with the same weights, rank 0 alone writes files, and the checkpoint and the
     exported model load."""
+    from texscribe.checkpoint import export_checkpoint, read_checkpoint
     from texscribe.inference import load_model
-    from texscribe.training.run import export_checkpoint, load_checkpoint
 
     train_dir, val_dir = crohme64
     out, reports = tmp_path / "out", tmp_path / "reports"
@@ -305,7 +305,7 @@ def test_ddp_two_cpu_processes(crohme64: tuple[Path, Path], tmp_path: Path, layo
     assert {"tiny/config.yaml", "tiny/model.pt", "tiny/checkpoints/last.ckpt", "tiny/result.json"} <= written
     # the checkpoint and the exported model load, and the model reads an image
     run_dir = out / "tiny"
-    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
     image = next((val_dir / "images").glob("*.png"))
     for model_file in (
         run_dir / "model.pt",

@@ -1,13 +1,18 @@
-"""Self-describing model files: config + vocab + weights in one `.pt`, loadable with nothing else.
+"""Model files and training checkpoints: the one place that reads and writes model weights on disk.
 
-This is the one place that reads and writes model files. Training exports here (from its best
-Lightning checkpoint); `texscribe.inference.load_model` reads here.
+A model file is self-describing: config + vocab + fp16 weights (+ provenance `meta`) in one `.pt`,
+loadable with nothing else (`save_model_file`, `read_model_file`; `texscribe.inference.load_model`
+builds the model from it). A Lightning training checkpoint (`<run dir>/checkpoints/*.ckpt`) carries the
+config and vocab as hyperparameters next to the LightningModule's state; `read_checkpoint` reads it,
+`checkpoint_weights` takes out the evaluated model's weights, and `export_checkpoint` turns it into a
+model file (`texscribe export --format pt`). `read_weights` reads either kind, for a run that starts
+from existing weights.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +89,15 @@ def read_model_file(path: str | Path) -> ModelFile:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/foreign files
         raise ModelLoadError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+    if _is_training_checkpoint(payload):
+        raise ModelLoadError(
+            f"{path}: a training checkpoint, not a model file; convert it with "
+            f"`texscribe export --format pt --model {path} --out model.pt`"
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelLoadError(
-            f"{path}: not a texscribe model file (a Lightning .ckpt? export it with `texscribe train --export`)"
+            f"{path}: not a texscribe model file (write one with `texscribe train`, or convert a training "
+            "checkpoint with `texscribe export --format pt`)"
         )
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
@@ -105,3 +116,69 @@ def read_model_file(path: str | Path) -> ModelFile:
     return ModelFile(
         config=config, vocab=vocab, state_dict=payload["state_dict"], meta=payload.get("meta", {})
     )
+
+
+# ------------------------------------------------------------------------------------ training checkpoints
+def _is_training_checkpoint(payload: Any) -> bool:
+    """A Lightning checkpoint of `texscribe.training` (config + vocab in `hyper_parameters`)."""
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        return False
+    hp = payload.get("hyper_parameters")
+    return isinstance(hp, dict) and "config" in hp and "vocab" in hp
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint written by `texscribe.training` (config + vocab in `hyper_parameters`), whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: torch raises many types, some with pages of text
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise ModelLoadError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
+    if not _is_training_checkpoint(ckpt):
+        raise ModelLoadError(f"{path}: not a texscribe training checkpoint (no config/vocab/state_dict)")
+    return ckpt
+
+
+@dataclass
+class Weights:
+    """A model's weights with what describes them: the vocabulary and the config's `model` section (a
+    dict, as stored: compare it with `dataclasses.asdict(config.model)`)."""
+
+    state_dict: dict[str, torch.Tensor]
+    vocab: Vocab
+    model_config: dict[str, Any]
+
+
+def checkpoint_weights(ckpt: dict[str, Any]) -> Weights:
+    """The evaluated model's weights in a training checkpoint: the EMA teacher's (mean teacher) if present,
+    else the model's; the LightningModule's attribute prefix (`teacher.`, `model.`) is removed."""
+    prefix = "teacher." if any(k.startswith("teacher.") for k in ckpt["state_dict"]) else "model."
+    state = {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    hp = ckpt["hyper_parameters"]
+    return Weights(state, Vocab.from_list(hp["vocab"]), hp["config"]["model"])
+
+
+def read_weights(path: str | Path) -> Weights:
+    """The weights of a model file or of a training checkpoint (tried in that order)."""
+    try:
+        mf = read_model_file(path)
+        return Weights(mf.state_dict, mf.vocab, asdict(mf.config.model))
+    except ModelLoadError:
+        return checkpoint_weights(read_checkpoint(path))
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Training checkpoint -> self-describing model file (config + vocab + fp16 weights + meta)."""
+    ckpt = read_checkpoint(ckpt_path)
+    weights = checkpoint_weights(ckpt)
+    try:
+        config = from_dict(Config, ckpt["hyper_parameters"]["config"])
+    except ConfigError as exc:
+        raise ModelLoadError(f"{ckpt_path}: stored config is invalid for this version: {exc}") from exc
+    meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
+            "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
+    return save_model_file(out, config, weights.vocab, weights.state_dict, meta)

@@ -13,8 +13,9 @@ Backends. `Recognizer` never calls torch modules directly: it hands a *backend o
     backend.decoder(memory, tgt)   # teacher-forced logits, only needed for R2L rescoring
 
 `backend="torch"` uses the `ImageToLatex` module itself; `backend="onnx"` uses
-`texscribe.onnx_backend.OnnxBackend` on a directory written by `texscribe export`. A new backend is
-one entry in `BACKENDS`: a function `(name_or_path, device, num_threads) -> LoadedModel`.
+`texscribe.onnx_runtime.OnnxModel` on a directory written by `texscribe export`. Each loaded model is a
+`LoadedModel` (`.model`: that object; `.backend`: the backend's name). A new backend is one entry in
+`BACKENDS`: a function `(name_or_path, device, num_threads) -> LoadedModel`.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ class Prediction:
 
 @dataclass
 class LoadedModel:
-    """A backend plus what describes it: config (image preprocessing, training options), vocab, provenance."""
+    """A loaded model plus what describes it: config (image preprocessing, training options), vocab,
+    provenance. `model` is what decoding runs (`texscribe.decoding.DecodingModel`): the torch
+    `ImageToLatex` module for backend "torch", a `texscribe.onnx_runtime.OnnxModel` for "onnx"."""
 
-    backend: Any  # texscribe.decoding.DecodingModel
+    model: Any  # texscribe.decoding.DecodingModel
+    backend: str  # the BACKENDS entry that loaded it: "torch" | "onnx"
     config: Config
     vocab: Vocab
     path: Path
@@ -100,7 +104,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
 def _load_torch(name_or_path: str | os.PathLike, device: str, num_threads: int | None) -> LoadedModel:
     import torch
 
-    from texscribe.checkpoint import read_model_file
+    from texscribe.checkpoint import cast_weights, read_model_file
     from texscribe.models.registry import build_model
 
     path = resolve_model_path(name_or_path)
@@ -111,20 +115,19 @@ def _load_torch(name_or_path: str | os.PathLike, device: str, num_threads: int |
         model = build_model(mf.config.model, len(mf.vocab))
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: its model config cannot be built by this texscribe: {exc}") from exc
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in mf.state_dict.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(cast_weights(mf.state_dict, torch.float32), strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: weights do not fit the model its config describes: {exc}") from exc
     try:
         model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as exc:
         raise ModelLoadError(f"cannot use device {device!r}: {exc}") from exc
-    return LoadedModel(model, mf.config, mf.vocab, path, mf.meta)
+    return LoadedModel(model, "torch", mf.config, mf.vocab, path, mf.meta)
 
 
 def _load_onnx(name_or_path: str | os.PathLike, device: str, num_threads: int | None) -> LoadedModel:
-    from texscribe.onnx_backend import OnnxBackend, is_export_dir
+    from texscribe.onnx_runtime import OnnxModel, is_export_dir
 
     path = resolve_model_path(name_or_path)
     if not is_export_dir(path):
@@ -134,12 +137,12 @@ def _load_onnx(name_or_path: str | os.PathLike, device: str, num_threads: int | 
         )
     if device != "cpu":
         raise ModelLoadError(f"the ONNX backend runs on the CPU only, not {device!r}")
-    backend = OnnxBackend(path, threads=num_threads)
+    model = OnnxModel(path, threads=num_threads)
     try:
-        config = from_dict(Config, backend.config)
+        config = from_dict(Config, model.config)
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
-    return LoadedModel(backend, config, backend.vocab, path, backend.meta)
+    return LoadedModel(model, "onnx", config, model.vocab, path, model.meta)
 
 
 BACKENDS: dict[str, Callable[[str | os.PathLike, str, int | None], LoadedModel]] = {
@@ -261,7 +264,7 @@ class Recognizer:
 
     @property
     def backends(self) -> list[Any]:
-        return [m.backend for m in self.models]
+        return [m.model for m in self.models]
 
     @property
     def bidirectional(self) -> bool:

@@ -1,28 +1,45 @@
-"""`texscribe export --format onnx`: a model file -> encoder/decoder ONNX graphs for onnxruntime."""
+"""`texscribe export`: a model file -> ONNX graphs for onnxruntime, or a training checkpoint -> a model file."""
 
 from __future__ import annotations
 
 import argparse
 
+EPILOG = """\
+examples:
+  texscribe export --model default --format onnx --out exports/default-onnx --quantize int8
+  texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out runs/base/model_last.pt
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a model to ONNX (optionally int8-quantised)",
-        description="Write encoder.onnx, decoder_init.onnx, decoder_step.onnx, model.json and vocab.json "
-        "into --out; load them with `--backend onnx --model DIR` (predict, evaluate, serve).",
+        help="export a model to ONNX (optionally int8-quantised), or a training checkpoint to a model file",
+        description="--format onnx: write encoder.onnx, decoder_init.onnx, decoder_step.onnx, model.json and "
+        "vocab.json into --out; load them with `--backend onnx --model DIR` (predict, evaluate, serve). "
+        "--format pt: turn a training checkpoint (.ckpt) into a model file (.pt) at --out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default="default", help="shipped name or model file (.pt)")
-    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
-    parser.add_argument("--out", required=True, help="output folder (created; existing files are replaced)")
-    parser.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the weights")
+    parser.add_argument(
+        "--model", default="default", help="shipped name or model file (.pt); a .ckpt for --format pt"
+    )
+    parser.add_argument("--format", default="onnx", choices=["onnx", "pt"], help="export format (onnx)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (onnx; created, existing files replaced) or file (pt)"
+    )
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="dynamic int8 quantisation of the weights (onnx)"
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the tested one)")
     parser.add_argument("--no-check", action="store_true", help="skip comparing onnxruntime with torch")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from texscribe.onnx_backend import OPSET, check_export, export_model_file
+    if args.format == "pt":
+        return _checkpoint_to_model_file(args)
+    from texscribe.onnx_export import OPSET, check_export, export_model_file
 
     result = export_model_file(args.model, args.out, quantize=args.quantize, opset=args.opset or OPSET)
     for name, size in result.files.items():
@@ -31,4 +48,15 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_check:
         report = check_export(args.model, args.out)
         print(report)
+    return 0
+
+
+def _checkpoint_to_model_file(args: argparse.Namespace) -> int:
+    from texscribe.checkpoint import export_checkpoint
+    from texscribe.errors import ConfigError
+
+    if args.quantize or args.opset:
+        raise ConfigError("--quantize and --opset apply to --format onnx only")
+    out = export_checkpoint(args.model, args.out)
+    print(f"{out}\t{out.stat().st_size / 1024:.1f} KiB")
     return 0

@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs over the new data (default 3)")
     p.add_argument("--max-time", metavar="DD:HH:MM:SS",
                    help="training time budget; alone it trains at a constant LR until the budget ends")  # fmt: skip
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
-    p.add_argument("--warmup-steps", type=int, default=30, help="linear warmup steps (default 30)")
+    p.add_argument("--lr", type=float, help="peak learning rate: sets optim.lr (recipe default 3e-4)")
+    p.add_argument(
+        "--warmup-steps", type=int, help="linear warmup steps: sets optim.warmup_steps (recipe default 30)"
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder side only")
     p.add_argument("--replay", action="append", default=[], metavar="DIR",
                    help="prepared original training data to mix in (limits forgetting; repeatable, pooled)")  # fmt: skip
@@ -55,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--beam", type=int, default=1, help="beam width for the scores (default 1: greedy)")
     p.add_argument("--max-len", type=int, default=200, help="longest prediction in tokens (default 200)")
-    p.add_argument("--seed", type=int, default=7, help="split, replay and training seed (default 7)")
+    p.add_argument(
+        "--seed", type=int, help="split, replay and training seed: sets train.seed (recipe default 7)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides of the fine-tuning config, e.g. data.batch_max_size=16")  # fmt: skip
@@ -74,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         held_out_fraction=args.held_out_fraction,
         epochs=epochs,
         max_time=args.max_time,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
         freeze_encoder=args.freeze_encoder,
         replay=list(args.replay),
         sample=args.sample,
@@ -84,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         eval_limit=args.limit,
         beam=args.beam,
         max_len=args.max_len,
-        seed=args.seed,
-        overrides=list(args.overrides),
+        overrides=[*_flag_overrides(args), *args.overrides],  # the explicit key=value ones win
         progress=not args.no_progress,
     )
     result = finetune(settings)
@@ -99,3 +100,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"fine-tuned model: {result.model_file}")
     print(f"report: {result.out / 'finetune_report.md'}")
     return 0
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """--lr, --warmup-steps, --seed as the config keys they set (left out: `RECIPE`'s values stay)."""
+    flags = {"optim.lr": args.lr, "optim.warmup_steps": args.warmup_steps, "train.seed": args.seed}
+    return [f"{key}={value!r}" for key, value in flags.items() if value is not None]

@@ -13,7 +13,8 @@ Steps, all under `settings.out` (re-running the same call resumes training and r
     finetune_report.md, finetune_report.json
 
 Training is the ordinary training path: `train(config, weights_only_from=start.pt)` with the base model's
-config (same preprocessing and augmentation), a lower learning rate, a short warmup and a fresh optimizer.
+config (same preprocessing and augmentation), a lower learning rate, a short warmup (`RECIPE`) and a fresh
+optimizer.
 """
 
 from __future__ import annotations
@@ -26,14 +27,20 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 
+from texscribe.checkpoint import save_model_file
+from texscribe.config import Config, apply_overrides, check_values, from_dict
 from texscribe.data.prepared import MANIFEST, PreparedDataset, PreparedRecord, write_subset
 from texscribe.errors import ConfigError, InputError, ModelLoadError
 from texscribe.latex import Vocab
+from texscribe.training.run import train
+
+if TYPE_CHECKING:
+    from texscribe.inference import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +51,19 @@ HELD_OUT = "held_out"
 METRICS = (("exp_rate", "ExpRate"), ("le1", "<=1 err"), ("bleu4", "BLEU-4"), ("edit_score", "edit score"))
 
 
+# The fine-tuning recipe: keys set on the base model's config before `FinetuneSettings.overrides` (the
+# `--lr`, `--warmup-steps` and `--seed` flags are overrides of these keys). A fresh optimizer on trained
+# weights: a short warmup to a lower peak learning rate than a run from scratch. `train.seed` also draws
+# the held-out split, the replay slice, the `--sample` subset and the new vocabulary rows.
+RECIPE = ["optim.lr=3e-4", "optim.warmup_steps=30", "train.seed=7"]
+
+
 @dataclass
 class FinetuneSettings:
-    """What `texscribe finetune` takes. `data`/`val`: prepared folders or raw sources (`PATH[:SPLIT]`)."""
+    """What `texscribe finetune` takes. `data`/`val`: prepared folders or raw sources (`PATH[:SPLIT]`).
+
+    Learning rate, warmup and seed are not settings of their own: they are the fine-tuning config's
+    `optim.lr`, `optim.warmup_steps` and `train.seed` (`RECIPE`), changed like any key by `overrides`."""
 
     base: str  # "default" or a model file
     data: list[str]
@@ -55,8 +72,6 @@ class FinetuneSettings:
     held_out_fraction: float = 0.1  # of the new formulas, when no `val`
     epochs: int | None = 3
     max_time: str | None = None  # DD:HH:MM:SS; alone (no epochs) it means a constant LR after warmup
-    lr: float = 3e-4
-    warmup_steps: int = 30
     freeze_encoder: bool = False
     replay: list[str] = field(default_factory=list)  # prepared folders of the original training data, pooled
     replay_fraction: float = 0.3  # share of each epoch's samples drawn from `replay`
@@ -65,8 +80,7 @@ class FinetuneSettings:
     eval_limit: int | None = None  # first N records of each evaluation set
     beam: int = 1
     max_len: int = 200  # longest prediction in tokens while scoring
-    seed: int = 7
-    overrides: list[str] = field(default_factory=list)  # key=value on the fine-tuning config
+    overrides: list[str] = field(default_factory=list)  # key=value on the fine-tuning config, after RECIPE
     progress: bool = True
 
 
@@ -79,70 +93,37 @@ class FinetuneResult:
     report: dict[str, Any]
 
 
+@dataclass
+class FinetuneData:
+    """The new domain's records as split for fine-tuning (written under `<out>/data`), and the counts
+    the report gives (what prepare kept/dropped, formulas per side, where the held-out split came from)."""
+
+    train: list[PreparedRecord]
+    held_out: list[PreparedRecord]
+    replay: list[PreparedRecord]
+    held_out_dir: Path
+    counts: dict[str, Any]
+
+
 def finetune(s: FinetuneSettings) -> FinetuneResult:
     """Prepare the data, grow the vocabulary, train, score before/after and write the report."""
-    from texscribe.checkpoint import save_model_file
-    from texscribe.inference import BACKENDS
-    from texscribe.models.vocab_growth import grow_vocab
-    from texscribe.training.run import train
+    import torch
+
+    from texscribe.inference import load_model
 
     started = time.perf_counter()
     _check(s)
-    base = BACKENDS["torch"](s.base, "cpu", None)  # the one model loader: its config, vocab, fp32 model
-    base_path = base.path
+    # the one model loader; the current thread count leaves torch's threads as training had them
+    base = load_model(s.base, backend="torch", num_threads=torch.get_num_threads()).models[0]
     out = Path(s.out)
-    data_dir = out / "data"
-    counts: dict[str, Any] = {}
-
-    new_sets, counts["prepare"] = open_sources(s.data, data_dir / "new", s.progress)
-    records = [r for ds in new_sets for r in ds.records]
-    if s.val is not None:
-        (val_set,), counts["prepare_val"] = open_sources([s.val], data_dir / "val", s.progress)
-        train_records, held_records = records, val_set.records
-    else:
-        train_records, held_records = split_by_formula(records, s.held_out_fraction, s.seed)
-        for spec in s.data:
-            if (Path(spec) / HELD_OUT / MANIFEST).is_file():
-                print(
-                    f"note: {spec}/{HELD_OUT} (from `texscribe data render`) is not used; pass --val to score on it"
-                )
-    if not train_records or not held_records:
-        raise InputError(
-            f"need new training and held-out records, got {len(train_records)} and {len(held_records)}; "
-            "add data or pass --val",
-            source=", ".join(s.data),
-        )
-    if s.sample is not None and s.sample < len(train_records):
-        counts["sampled_from"] = len(train_records)
-        train_records = seeded_sample(train_records, s.sample, s.seed)
-    elif s.sample is not None:
-        print(f"note: --sample {s.sample} >= the {len(train_records)} new training records; training on all")
-    train_dir = write_subset(data_dir / "train", train_records)
-    held_dir = write_subset(data_dir / HELD_OUT, held_records)
-    train_dirs = [train_dir]
-    replay_records = []
-    if s.replay:
-        pool = [r for d in s.replay for r in PreparedDataset.open(d).records]
-        replay_records = replay_slice(pool, len(train_records), s)
-        train_dirs.append(write_subset(data_dir / "replay", replay_records))
-    counts.update(train=len(train_records), held_out=len(held_records), replay=len(replay_records))
-    counts["train_formulas"] = len({tuple(r.tokens) for r in train_records})
-    counts["held_out_formulas"] = len({tuple(r.tokens) for r in held_records})
-    counts["held_out_source"] = s.val or f"{s.held_out_fraction:.0%} of the new formulas (seed {s.seed})"
-    print(
-        f"new domain: {len(train_records)} training records ({counts['train_formulas']} formulas), "
-        f"{len(held_records)} held out ({counts['held_out_formulas']} formulas; {counts['held_out_source']}), "
-        f"{len(replay_records)} replayed from {', '.join(s.replay) or '(none)'}"
+    config = finetune_config(base.config, s, out)
+    seed = config.train.seed
+    data = prepare_data(s, out / "data", seed)
+    eval_sets = {HELD_OUT: data.held_out_dir, **_named(s.eval_sets)}
+    vocab, added = write_start_model(
+        base, [r.tokens for r in data.train + data.replay], out / START_MODEL, seed
     )
 
-    vocab, added = extended_vocab(base.vocab, [r.tokens for r in train_records + replay_records])
-    print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")
-    model = base.backend
-    grow_vocab(model, len(vocab), seed=s.seed)
-    meta = {"finetune_base": str(base_path), "added_tokens": added, "base_meta": base.meta}
-    save_model_file(out / START_MODEL, base.config, vocab, model.state_dict(), meta)
-
-    config = finetune_config(base.config, s, out, train_dirs)
     train_started, cpu_started = time.perf_counter(), _cpu_seconds()
     result = train(
         config,
@@ -154,15 +135,19 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     if result.model_file is None:
         raise ModelLoadError(f"training in {result.run_dir} did not finish; run the same command to resume")
 
-    eval_sets = {HELD_OUT: held_dir, **_named(s.eval_sets)}
-    scores = score_before_after(base_path, result.model_file, eval_sets, out / "eval", s)
+    scores = score_before_after(base.path, result.model_file, eval_sets, out / "eval", s)
     report = {
-        "base": str(base_path),
+        "base": str(base.path),
         "model": str(result.model_file),
-        "settings": {k: v for k, v in asdict(s).items() if k != "progress"},
+        "settings": {
+            **{k: v for k, v in asdict(s).items() if k != "progress"},
+            "lr": config.optim.lr,
+            "warmup_steps": config.optim.warmup_steps,
+            "seed": seed,
+        },
         "added_tokens": added,
         "vocab": {"before": len(base.vocab), "after": len(vocab)},
-        "data": counts,
+        "data": data.counts,
         "training": {
             "steps": result.global_step,
             "epochs": result.epochs,
@@ -170,7 +155,7 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
             "wall_seconds": round(train_wall, 1),
             # CPU time of this process and its finished loader workers: sizes a run on idle cores
             "cpu_seconds": round(train_cpu, 1),
-            "images_seen": round(result.epochs * (len(train_records) + len(replay_records))),
+            "images_seen": round(result.epochs * (len(data.train) + len(data.replay))),
         },
         "eval_sets": {name: str(path) for name, path in eval_sets.items()},
         "scores": scores,
@@ -191,6 +176,7 @@ def _cpu_seconds() -> float:
 
 
 def _check(s: FinetuneSettings) -> None:
+    """The settings' own ranges; the config's keys (`optim.lr`, ...) are checked with the config."""
     if not s.data:
         raise ConfigError("finetune needs at least one --data source")
     if not 0.0 < s.held_out_fraction < 1.0:
@@ -201,13 +187,72 @@ def _check(s: FinetuneSettings) -> None:
         raise ConfigError(f"--epochs must be >= 1, got {s.epochs}")
     if s.epochs is None and s.max_time is None:
         raise ConfigError("give --epochs N or --max-time DD:HH:MM:SS")
-    if s.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {s.lr}")
     if s.sample is not None and s.sample < 1:
         raise ConfigError(f"--sample must be >= 1, got {s.sample}")
 
 
 # ------------------------------------------------------------------------------------------ data
+def prepare_data(s: FinetuneSettings, data_dir: Path, seed: int) -> FinetuneData:
+    """Open (or prepare) the new data, hold out formulas (or take --val), sample, add the replay slice,
+    and write the subsets `training_dirs` names plus `data_dir/held_out`."""
+    counts: dict[str, Any] = {}
+    train_records, held_records = _split_new_data(s, data_dir, seed, counts)
+    if s.sample is not None and s.sample < len(train_records):
+        counts["sampled_from"] = len(train_records)
+        train_records = seeded_sample(train_records, s.sample, seed)
+    elif s.sample is not None:
+        print(f"note: --sample {s.sample} >= the {len(train_records)} new training records; training on all")
+    train_dir, *replay_dir = training_dirs(data_dir, s)
+    write_subset(train_dir, train_records)
+    held_dir = write_subset(data_dir / HELD_OUT, held_records)
+    replay_records = []
+    if replay_dir:
+        pool = [r for d in s.replay for r in PreparedDataset.open(d).records]
+        replay_records = replay_slice(pool, len(train_records), s.replay_fraction, seed)
+        write_subset(replay_dir[0], replay_records)
+    counts.update(train=len(train_records), held_out=len(held_records), replay=len(replay_records))
+    counts["train_formulas"] = len({tuple(r.tokens) for r in train_records})
+    counts["held_out_formulas"] = len({tuple(r.tokens) for r in held_records})
+    counts["held_out_source"] = s.val or f"{s.held_out_fraction:.0%} of the new formulas (seed {seed})"
+    print(
+        f"new domain: {len(train_records)} training records ({counts['train_formulas']} formulas), "
+        f"{len(held_records)} held out ({counts['held_out_formulas']} formulas; {counts['held_out_source']}), "
+        f"{len(replay_records)} replayed from {', '.join(s.replay) or '(none)'}"
+    )
+    return FinetuneData(train_records, held_records, replay_records, held_dir, counts)
+
+
+def training_dirs(data_dir: Path, s: FinetuneSettings) -> list[Path]:
+    """The prepared folders the fine-tuning run trains on: the new records, then the replay slice (if any)."""
+    return [data_dir / "train", *([data_dir / "replay"] if s.replay else [])]
+
+
+def _split_new_data(
+    s: FinetuneSettings, data_dir: Path, seed: int, counts: dict[str, Any]
+) -> tuple[list[PreparedRecord], list[PreparedRecord]]:
+    """(train, held out) records of the new domain: all of --data and --val's records, or --data split
+    by formula. What prepare kept/dropped goes into `counts`."""
+    new_sets, counts["prepare"] = open_sources(s.data, data_dir / "new", s.progress)
+    records = [r for ds in new_sets for r in ds.records]
+    if s.val is not None:
+        (val_set,), counts["prepare_val"] = open_sources([s.val], data_dir / "val", s.progress)
+        train_records, held_records = records, val_set.records
+    else:
+        train_records, held_records = split_by_formula(records, s.held_out_fraction, seed)
+        for spec in s.data:
+            if (Path(spec) / HELD_OUT / MANIFEST).is_file():
+                print(
+                    f"note: {spec}/{HELD_OUT} (from `texscribe data render`) is not used; pass --val to score on it"
+                )
+    if not train_records or not held_records:
+        raise InputError(
+            f"need new training and held-out records, got {len(train_records)} and {len(held_records)}; "
+            "add data or pass --val",
+            source=", ".join(s.data),
+        )
+    return train_records, held_records
+
+
 def open_sources(
     specs: Sequence[str], prepare_dir: Path, progress: bool = True
 ) -> tuple[list[PreparedDataset], dict[str, Any]]:
@@ -270,15 +315,19 @@ def seeded_sample(records: Sequence[PreparedRecord], n: int, seed: int) -> list[
     return [records[i] for i in keep]
 
 
-def replay_slice(records: Sequence[PreparedRecord], n_new: int, s: FinetuneSettings) -> list[PreparedRecord]:
-    """A seeded sample of the original data sized so it is `replay_fraction` of each epoch's samples."""
-    want = round(n_new * s.replay_fraction / (1.0 - s.replay_fraction))
+def replay_slice(
+    records: Sequence[PreparedRecord], n_new: int, fraction: float, seed: int
+) -> list[PreparedRecord]:
+    """A seeded sample of the original data sized so it is `fraction` of each epoch's samples."""
+    want = round(n_new * fraction / (1.0 - fraction))
     if want <= 0 or not records:
         return []
     if want > len(records):
-        log.warning("replay: wanted %d records but %s hold %d; using all", want, s.replay, len(records))
+        log.warning(
+            "replay: wanted %d records but the --replay folders hold %d; using all", want, len(records)
+        )
         return list(records)
-    return seeded_sample(records, want, s.seed)
+    return seeded_sample(records, want, seed)
 
 
 def _named(dirs: Sequence[str]) -> dict[str, Path]:
@@ -303,22 +352,38 @@ def extended_vocab(base: Vocab, sequences: Sequence[Sequence[str]]) -> tuple[Voc
     return Vocab.from_list([*base.itos, *added]), added
 
 
-# -------------------------------------------------------------------------------------- training
-def finetune_config(base_config: Any, s: FinetuneSettings, out: Path, train_dirs: Sequence[Path]) -> Any:
-    """The base model's config (model, preprocessing, augmentation) with fine-tuning data, LR and limits."""
-    from texscribe.config import Config, apply_overrides, from_dict
+def write_start_model(
+    base: LoadedModel, sequences: Sequence[Sequence[str]], path: Path, seed: int
+) -> tuple[Vocab, list[str]]:
+    """Grow `base`'s vocabulary by the tokens of `sequences` it lacks (new rows seeded) and save the grown
+    model as the run's starting weights at `path`. Returns (new vocab, added tokens)."""
+    from texscribe.models.vocab_growth import grow_vocab
 
+    vocab, added = extended_vocab(base.vocab, sequences)
+    print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")
+    grow_vocab(base.model, len(vocab), seed=seed)
+    meta = {"finetune_base": str(base.path), "added_tokens": added, "base_meta": base.meta}
+    save_model_file(path, base.config, vocab, base.model.state_dict(), meta)
+    return vocab, added
+
+
+# -------------------------------------------------------------------------------------- training
+def finetune_config(base_config: Config, s: FinetuneSettings, out: Path) -> Config:
+    """The base model's config (model, preprocessing, augmentation) with the fine-tuning data, `RECIPE`,
+    limits and `s.overrides`, range-checked (a bad override fails before any data is prepared)."""
     data = base_config.to_dict()
     data["name"] = f"{base_config.name}-finetune"
-    data["data"].update(train=[str(d) for d in train_dirs], val=None)
-    data["optim"].update(lr=s.lr, warmup_steps=s.warmup_steps)
+    data["data"].update(train=[str(d) for d in training_dirs(out / "data", s)], val=None)
+    apply_overrides(data, RECIPE)
     if s.epochs is None:  # a time budget alone: no known schedule length, so hold the LR after warmup
         data["optim"]["scheduler"] = "constant"
     data["train"].update(
-        out_dir=str(out), run_name=RUN_NAME, seed=s.seed, max_epochs=s.epochs or 10_000, max_steps=-1,
+        out_dir=str(out), run_name=RUN_NAME, max_epochs=s.epochs or 10_000, max_steps=-1,
         max_time=s.max_time, early_stop_patience=None, val_every_n_steps=None, progress_bar=s.progress,
     )  # fmt: skip
-    return from_dict(Config, apply_overrides(data, list(s.overrides)))
+    config = from_dict(Config, apply_overrides(data, list(s.overrides)))
+    check_values(config)
+    return config
 
 
 class FreezeEncoder(L.Callback):

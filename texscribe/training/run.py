@@ -8,7 +8,7 @@ Run directory `<train.out_dir>/<train.run_name or config.name>/`:
     logs/tensorboard/         TensorBoard events (`tensorboard --logdir <run dir>/logs`)
     logs/csv/segment-NNN/     Lightning CSV metrics, one segment per start/resume
     curves/{loss,exprate,lr}.png
-    model.pt                  best weights + config + vocab (`checkpoint.save_model_file`)
+    model.pt                  best weights + config + vocab (a model file: `texscribe.checkpoint`)
     result.json               what `TrainResult` holds
 
 Resuming: `resume="auto"` continues from `checkpoints/last.ckpt` when it exists (so re-running the
@@ -35,10 +35,17 @@ from typing import Any
 import torch
 import yaml
 
-from texscribe.checkpoint import read_model_file, save_model_file
+from texscribe.checkpoint import (
+    Weights,
+    cast_weights,
+    checkpoint_weights,
+    export_checkpoint,
+    read_checkpoint,
+    read_weights,
+    save_model_file,
+)
 from texscribe.config import Config, check_values
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
-from texscribe.latex import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -96,53 +103,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint written by this module (config + vocab in `hyper_parameters`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: torch raises many types, some with pages of text
-        detail = " ".join(str(exc).split())
-        detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from exc
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if "config" not in hp or "vocab" not in hp or "state_dict" not in ckpt:
-        raise ModelLoadError(f"{path}: not a texscribe training checkpoint (no config/vocab/state_dict)")
-    return ckpt
-
-
-def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The evaluated model's weights in a training checkpoint: the EMA teacher's (mean teacher) if present."""
-    prefix = "teacher." if any(k.startswith("teacher.") for k in ckpt["state_dict"]) else "model."
-    return {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-
-
-def _weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Vocab, dict[str, Any]]:
-    """(model state_dict, vocab, model config dict) from a model file or a training checkpoint."""
-    try:
-        mf = read_model_file(path)
-        return mf.state_dict, mf.vocab, asdict(mf.config.model)
-    except ModelLoadError:
-        ckpt = load_checkpoint(path)
-        state = model_state(ckpt)
-        hp = ckpt["hyper_parameters"]
-        return state, Vocab.from_list(hp["vocab"]), hp["config"]["model"]
-
-
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Training checkpoint -> self-describing model file (config + vocab + fp16 weights + meta)."""
-    from texscribe.config import from_dict
-
-    ckpt = load_checkpoint(ckpt_path)
-    hp = ckpt["hyper_parameters"]
-    state = model_state(ckpt)
-    meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
-            "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
-    return save_model_file(out, from_dict(Config, hp["config"]), Vocab.from_list(hp["vocab"]), state, meta)
-
-
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -183,78 +143,27 @@ def train(
     import lightning as L
 
     from texscribe.data.datamodule import LatexDataModule
-    from texscribe.evaluation.plots import plot_training_curves
     from texscribe.training.lit_module import LitImageToLatex
 
-    tc = config.train
     check_values(config)  # a Config built without load_config (finetune, the Python API) gets the same checks
     run_dir = run_directory(config, resume)
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_path = _resume_path(resume, ckpt_dir)
-    L.seed_everything(tc.seed, workers=True, verbose=False)
+    ckpt_path = _resume_path(resume, run_dir / "checkpoints")
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
     if config.data.size_buckets:  # k fixed batch shapes: cuDNN picks and caches the fastest kernels per shape
-        import torch
-
         torch.backends.cudnn.benchmark = True
-
-    vocab, init_state = None, None
-    if ckpt_path is not None:
-        try:
-            hp = load_checkpoint(ckpt_path)["hyper_parameters"]
-        except ModelLoadError as exc:
-            raise ModelLoadError(
-                f"cannot resume: {exc}; start afresh with --resume never (new run directory) "
-                "or resume from another .ckpt with --resume PATH"
-            ) from exc
-        if hp["config"]["model"] != asdict(config.model):
-            raise ConfigError(
-                f"{ckpt_path} holds a different model than config {config.name!r}; "
-                "use --resume never (new run directory) or another train.run_name"
-            )
-        vocab = Vocab.from_list(hp["vocab"])
-    elif weights_only_from:
-        init_state, vocab, init_model = _weights(weights_only_from)
-        if init_model != asdict(config.model):
-            raise ConfigError(
-                f"--init-weights {weights_only_from}: its model section differs from config {config.name!r}"
-            )
-
-    datamodule = LatexDataModule(config, vocab=vocab)
+    start = _starting_weights(config, ckpt_path, weights_only_from)
+    datamodule = LatexDataModule(config, vocab=start.vocab if start else None)
     module = LitImageToLatex(config.to_dict(), datamodule.vocab.itos)
-    if init_state is not None:
-        module.model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in init_state.items()}
-        )
+    if start is not None and ckpt_path is None:  # a resume restores its weights (and optimizer) in fit
+        module.model.load_state_dict(cast_weights(start.state_dict, torch.float32))
         log.info("initialised weights from %s (fresh optimizer)", weights_only_from)
 
-    has_val = datamodule.val_set is not None
-    trainer, last, timer, best_cb = _make_trainer(config, run_dir, has_val, callbacks or [])
+    trainer, last, timer, best_cb = _make_trainer(
+        config, run_dir, datamodule.val_set is not None, callbacks or []
+    )
     if trainer.is_global_zero:  # every DDP rank runs this function; only the first writes files
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8"
-        )
-        print(
-            f"run directory: {run_dir}\n  checkpoints: {ckpt_dir}\n  logs: tensorboard --logdir {run_dir / 'logs'}"
-        )
-        if ckpt_path:
-            print(f"  resuming from {ckpt_path}")
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        finished = trainer.state.status.value == "finished"
-        stale = not module.val_history or module.val_history[-1]["step"] != trainer.global_step
-        if finished and has_val and stale:  # e.g. stopped by max_time mid-epoch: score the final weights
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-    finally:
-        curves = []
-        if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
-            print(f"interrupted: progress is in {last.path}; run the same command again to resume")
-        if trainer.is_global_zero:
-            csvs = sorted((run_dir / "logs" / "csv").glob("segment-*/metrics.csv"))
-            try:
-                curves = plot_training_curves(csvs, run_dir / "curves")
-            except (OSError, ValueError) as exc:
-                log.warning("could not plot curves: %s", exc)
+        _start_run_directory(config, run_dir, ckpt_path)
+    finished, curves = _fit(trainer, module, datamodule, ckpt_path, last.path, run_dir)
     best_path = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
     result = TrainResult(
         run_dir=run_dir,
@@ -268,9 +177,83 @@ def train(
         curves=curves,
     )
     if trainer.is_global_zero and finished:
-        result.model_file = _export(config, module, result, trainer.global_step)
+        result.model_file = _export_model_file(config, module, result, trainer.global_step)
         (run_dir / "result.json").write_text(result.to_json(), encoding="utf-8")
     return result
+
+
+def _starting_weights(
+    config: Config, ckpt_path: Path | None, weights_only_from: str | None
+) -> Weights | None:
+    """The weights a run starts from, checked against `config.model`: the resumed checkpoint's (their
+    vocabulary is the run's), or `weights_only_from`'s, or None (fresh weights, vocabulary from the data)."""
+    if ckpt_path is not None:
+        try:
+            weights = checkpoint_weights(read_checkpoint(ckpt_path))
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"cannot resume: {exc}; start afresh with --resume never (new run directory) "
+                "or resume from another .ckpt with --resume PATH"
+            ) from exc
+        if weights.model_config != asdict(config.model):
+            raise ConfigError(
+                f"{ckpt_path} holds a different model than config {config.name!r}; "
+                "use --resume never (new run directory) or another train.run_name"
+            )
+        return weights
+    if weights_only_from:
+        weights = read_weights(weights_only_from)
+        if weights.model_config != asdict(config.model):
+            raise ConfigError(
+                f"--init-weights {weights_only_from}: its model section differs from config {config.name!r}"
+            )
+        return weights
+    return None
+
+
+def _start_run_directory(config: Config, run_dir: Path, ckpt_path: Path | None) -> None:
+    """Write the run's resolved `config.yaml` and say where its checkpoints and logs go."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    print(
+        f"run directory: {run_dir}\n  checkpoints: {run_dir / 'checkpoints'}\n"
+        f"  logs: tensorboard --logdir {run_dir / 'logs'}"
+    )
+    if ckpt_path:
+        print(f"  resuming from {ckpt_path}")
+
+
+def _fit(
+    trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None, last_path: Path, run_dir: Path
+) -> tuple[bool, list[Path]]:
+    """Run `trainer.fit` -> (finished, curve files). A run that finished between validations is validated
+    once more (its final weights scored); the curves are plotted however the fit ended (rank 0 only)."""
+    has_val = datamodule.val_set is not None
+    curves: list[Path] = []
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        finished = trainer.state.status.value == "finished"
+        stale = not module.val_history or module.val_history[-1]["step"] != trainer.global_step
+        if finished and has_val and stale:  # e.g. stopped by max_time mid-epoch: score the final weights
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
+            print(f"interrupted: progress is in {last_path}; run the same command again to resume")
+        if trainer.is_global_zero:
+            curves = _plot_curves(run_dir)
+    return finished, curves
+
+
+def _plot_curves(run_dir: Path) -> list[Path]:
+    """Loss, ExpRate and LR curves from every CSV log segment of the run (none when plotting fails)."""
+    from texscribe.evaluation.plots import plot_training_curves
+
+    csvs = sorted((run_dir / "logs" / "csv").glob("segment-*/metrics.csv"))
+    try:
+        return plot_training_curves(csvs, run_dir / "curves")
+    except (OSError, ValueError) as exc:
+        log.warning("could not plot curves: %s", exc)
+        return []
 
 
 def _make_trainer(
@@ -340,7 +323,7 @@ def _make_trainer(
     return trainer, last, timer, best_cb
 
 
-def _export(config: Config, module: Any, result: TrainResult, global_step: int) -> Path | None:
+def _export_model_file(config: Config, module: Any, result: TrainResult, global_step: int) -> Path | None:
     """Write `<run dir>/model.pt` from the best weights: the best checkpoint, or the weights in memory
     when they are the best (validated at the final step) or no checkpoint holds better ones."""
     meta = {

@@ -1,18 +1,9 @@
-"""ONNX export of a recogniser and an onnxruntime backend that decodes with the same code as torch.
+"""ONNX export of a recogniser: a model (file) -> an export directory for `texscribe.onnx_runtime`.
 
-An export directory holds three graphs plus the model's own config and vocabulary:
-
-    encoder.onnx       images (B,1,H,W) float, pixel_mask (B,H,W) bool
-                       -> features (B,L,D), feature_mask (B,h,w) bool (True = padding), L = h*w
-    decoder_init.onnx  features, feature_mask -> the decoder's initial cache tensors
-    decoder_step.onnx  features, feature_mask, token (B,) int64, cache... -> logits (B,V), new cache...
-    model.json         {"config", "meta", "cache_names", "static_cache_names", "opset", "quantized"}
-    vocab.json         the vocabulary (`texscribe.latex.Vocab` JSON)
-
-The cache is whatever dict the decoder family keeps (`texscribe.models.interface.Cache`), passed
-as explicit inputs/outputs in a fixed key order, with dynamic batch, memory-length and time axes.
-`OnnxBackend` has the `encode` + `decoder.init_cache/step/reorder_cache` shape that
-`texscribe.decoding` needs, so greedy and beam search run unchanged on onnxruntime.
+`export_onnx` traces three graphs (encoder, decoder cache init, one decoder step with its cache as
+explicit inputs/outputs; layout in `texscribe.onnx_runtime`) and writes them with the model's config
+and vocabulary; `export_model_file` does it for a shipped model or model file (`texscribe export`);
+`check_export` compares onnxruntime with torch on random images.
 """
 
 from __future__ import annotations
@@ -25,22 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from texscribe.errors import ModelLoadError, TexscribeError
+from texscribe.errors import TexscribeError
 from texscribe.latex import Vocab
-from texscribe.models.interface import Cache, Memory
+from texscribe.models.interface import Cache
+from texscribe.onnx_runtime import (
+    ENCODER_FILE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    INIT_FILE,
+    META_FILE,
+    STEP_FILE,
+    VOCAB_FILE,
+    OnnxModel,
+    grid_memory,
+)
 
-ENCODER_FILE, INIT_FILE, STEP_FILE = "encoder.onnx", "decoder_init.onnx", "decoder_step.onnx"
-META_FILE, VOCAB_FILE = "model.json", "vocab.json"
 OPSET = 17
-EXPORT_FORMAT = "texscribe-onnx"
-EXPORT_VERSION = 1
 
 
-# ----------------------------------------------------------------------------------------------- export
 class _EncoderGraph(nn.Module):
     """encode() with the feature mask kept 2-D, so the grid size (h, w) travels as a shape."""
 
@@ -53,17 +49,13 @@ class _EncoderGraph(nn.Module):
         return memory.features, memory.mask.reshape(-1, memory.height, memory.width)
 
 
-def _memory(features: Tensor, feature_mask: Tensor) -> Memory:
-    return Memory(features, feature_mask.flatten(1), feature_mask.shape[1], feature_mask.shape[2])
-
-
 class _InitGraph(nn.Module):
     def __init__(self, decoder: nn.Module, names: list[str]):
         super().__init__()
         self.decoder, self.names = decoder, names
 
     def forward(self, features: Tensor, feature_mask: Tensor) -> tuple[Tensor, ...]:
-        cache = self.decoder.init_cache(_memory(features, feature_mask))
+        cache = self.decoder.init_cache(grid_memory(features, feature_mask))
         return tuple(cache[n] for n in self.names)
 
 
@@ -77,7 +69,9 @@ class _StepGraph(nn.Module):
     def forward(
         self, features: Tensor, feature_mask: Tensor, token: Tensor, *cache: Tensor
     ) -> tuple[Tensor, ...]:
-        logits, new = self.decoder.step(_memory(features, feature_mask), token, dict(zip(self.names, cache)))
+        logits, new = self.decoder.step(
+            grid_memory(features, feature_mask), token, dict(zip(self.names, cache))
+        )
         return (logits, *(new[n] for n in self.evolving))
 
 
@@ -109,7 +103,7 @@ def _run_example(model: nn.Module, batch: int, height: int, width: int, steps: i
     pixel_mask = torch.zeros(batch, height, width, dtype=torch.bool)
     pixel_mask[1:, :, width // 2 :] = True  # padded rows, so masking is part of the trace
     features, feature_mask = _EncoderGraph(model)(images, pixel_mask)
-    memory = _memory(features, feature_mask)
+    memory = grid_memory(features, feature_mask)
     cache = model.decoder.init_cache(memory)
     names = sorted(cache)
     token = torch.ones(batch, dtype=torch.long)
@@ -146,54 +140,12 @@ def export_onnx(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
-    decoder = model.decoder
     height, width = example_size
-    ex = _run_example(model, 2, height, width, steps=3)
+    example = _run_example(model, 2, height, width, steps=3)
     # A second, differently sized run tells which cache axes vary (batch, memory length, steps taken,
     # coverage grid...) and so must be dynamic; the others (hidden sizes) stay fixed.
     other = _run_example(model, 3, height + 32, width + 64, steps=4)
-    names, static = ex.names, ex.static
-    evolving = [n for n in names if n not in static]
-    cache_axes = {
-        n: {axis: ("batch" if axis == 0 else f"{n}_dim{axis}")
-            for axis, (a, b) in enumerate(zip(ex.cache[n].shape, other.cache[n].shape)) if a != b or axis == 0}
-        for n in names
-    }  # fmt: skip
-    images, pixel_mask, features, feature_mask = ex.images, ex.pixel_mask, ex.features, ex.feature_mask
-    cache, token = ex.cache, ex.token
-    batch = {0: "batch"}
-    mem = {0: "batch", 1: "mem_len"}
-    grid = {0: "batch", 1: "grid_h", 2: "grid_w"}
-    _export(
-        _EncoderGraph(model),
-        (images, pixel_mask),
-        out / ENCODER_FILE,
-        ["images", "pixel_mask"],
-        ["features", "feature_mask"],
-        {"images": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
-         "features": mem, "feature_mask": grid},
-        opset,
-    )  # fmt: skip
-    _export(
-        _InitGraph(decoder, names),
-        (features, feature_mask),
-        out / INIT_FILE,
-        ["features", "feature_mask"],
-        names,
-        {"features": mem, "feature_mask": grid, **cache_axes},
-        opset,
-    )
-    step_outputs = ["logits", *(f"{n}.out" for n in evolving)]
-    _export(
-        _StepGraph(decoder, names, evolving),
-        (features, feature_mask, token, *(cache[n] for n in names)),
-        out / STEP_FILE,
-        ["features", "feature_mask", "token", *names],
-        step_outputs,
-        {"features": mem, "feature_mask": grid, "token": batch, "logits": batch, **cache_axes,
-         **{f"{n}.out": cache_axes[n] for n in evolving}},
-        opset,
-    )  # fmt: skip
+    _export_graphs(model, example, _cache_axes(example, other), out, opset)
     if quantize == "int8":
         _quantize_dynamic(out)
     (out / VOCAB_FILE).write_text(vocab.to_json(), encoding="utf-8")
@@ -202,14 +154,63 @@ def export_onnx(
         "format_version": EXPORT_VERSION,
         "opset": opset,
         "quantized": quantize,
-        "cache_names": names,
-        "static_cache_names": static,
+        "cache_names": example.names,
+        "static_cache_names": example.static,
         "config": config or {},
         "meta": meta or {},
     }
     (out / META_FILE).write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return ExportResult(out, files, time.perf_counter() - start, quantize == "int8")
+
+
+def _cache_axes(example: _Example, other: _Example) -> dict[str, dict[int, str]]:
+    """Dynamic axes of each cache entry: the batch axis, and every axis whose size differs between two
+    example runs of different batch, image size and step count (fixed hidden sizes stay static)."""
+    return {
+        n: {axis: ("batch" if axis == 0 else f"{n}_dim{axis}")
+            for axis, (a, b) in enumerate(zip(example.cache[n].shape, other.cache[n].shape)) if a != b or axis == 0}
+        for n in example.names
+    }  # fmt: skip
+
+
+def _export_graphs(
+    model: nn.Module, ex: _Example, cache_axes: dict[str, dict[int, str]], out: Path, opset: int
+) -> None:
+    """Trace encoder, decoder-init and decoder-step graphs on the example run into `out`."""
+    names, evolving = ex.names, [n for n in ex.names if n not in ex.static]
+    batch = {0: "batch"}
+    mem = {0: "batch", 1: "mem_len"}
+    grid = {0: "batch", 1: "grid_h", 2: "grid_w"}
+    _export(
+        _EncoderGraph(model),
+        (ex.images, ex.pixel_mask),
+        out / ENCODER_FILE,
+        ["images", "pixel_mask"],
+        ["features", "feature_mask"],
+        {"images": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
+         "features": mem, "feature_mask": grid},
+        opset,
+    )  # fmt: skip
+    _export(
+        _InitGraph(model.decoder, names),
+        (ex.features, ex.feature_mask),
+        out / INIT_FILE,
+        ["features", "feature_mask"],
+        names,
+        {"features": mem, "feature_mask": grid, **cache_axes},
+        opset,
+    )
+    _export(
+        _StepGraph(model.decoder, names, evolving),
+        (ex.features, ex.feature_mask, ex.token, *(ex.cache[n] for n in names)),
+        out / STEP_FILE,
+        ["features", "feature_mask", "token", *names],
+        ["logits", *(f"{n}.out" for n in evolving)],
+        {"features": mem, "feature_mask": grid, "token": batch, "logits": batch, **cache_axes,
+         **{f"{n}.out": cache_axes[n] for n in evolving}},
+        opset,
+    )  # fmt: skip
 
 
 def export_model_file(
@@ -221,7 +222,7 @@ def export_model_file(
     loaded = load_model(name_or_path, backend="torch").models[0]
     meta = {**loaded.meta, "exported_from": loaded.path.name}
     return export_onnx(
-        loaded.backend,
+        loaded.model,
         loaded.vocab,
         out_dir,
         config=loaded.config.to_dict(),
@@ -246,8 +247,8 @@ def check_export(name_or_path: str, export_dir: str | Path, images: int = 3, max
     from texscribe.decoding import greedy_decode
     from texscribe.inference import load_model
 
-    torch_model = load_model(name_or_path, backend="torch").models[0].backend
-    onnx_model = OnnxBackend(export_dir)
+    torch_model = load_model(name_or_path, backend="torch").models[0].model
+    onnx_model = OnnxModel(export_dir)
     generator = torch.Generator().manual_seed(0)
     worst, same = 0.0, 0
     for i in range(images):
@@ -310,126 +311,3 @@ def _quantize_dynamic(out: Path) -> None:
             tmp.replace(src)
     finally:
         root.setLevel(level)
-
-
-# ----------------------------------------------------------------------------------------------- runtime
-class _OnnxDecoder:
-    """`init_cache/step/reorder_cache` over two onnxruntime sessions; tensors stay torch on the CPU."""
-
-    def __init__(self, init_session, step_session, names: list[str], static: list[str]):
-        self._init, self._step, self.names = init_session, step_session, names
-        self.evolving = [n for n in names if n not in static]
-        # The exporter drops inputs a graph never reads (a step that only uses the cached memory
-        # keys/values has no `features` input), so feed each session only what it declares.
-        self._init_inputs = {i.name for i in init_session.get_inputs()}
-        self._step_inputs = {i.name for i in step_session.get_inputs()}
-
-    def init_cache(self, memory: Memory) -> Cache:
-        outputs = self._init.run(None, _memory_feed(memory, self._init_inputs))
-        return {n: torch.from_numpy(v) for n, v in zip(self.names, outputs)}
-
-    def step(self, memory: Memory, token: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
-        feed = _memory_feed(memory, self._step_inputs)
-        feed["token"] = token.to(torch.int64).numpy()
-        for n in self.names:
-            feed[n] = cache[n].numpy()
-        logits, *new = self._step.run(None, feed)
-        updated = {n: torch.from_numpy(v) for n, v in zip(self.evolving, new)}
-        # static entries come back as the same tensors, as the torch decoder returns them
-        return torch.from_numpy(logits), {n: updated.get(n, cache[n]) for n in self.names}
-
-    def reorder_cache(self, cache: Cache, index: Tensor) -> Cache:
-        return {k: v.index_select(0, index) for k, v in cache.items()}
-
-    def __call__(self, memory: Memory, tgt: Tensor) -> Tensor:
-        raise TexscribeError(
-            "the ONNX backend has no teacher-forced decoder pass; use backend='torch' for R2L rescoring"
-        )
-
-
-def _memory_feed(memory: Memory, wanted: set[str]) -> dict[str, np.ndarray]:
-    feed = {}
-    if "features" in wanted:
-        feed["features"] = memory.features.contiguous().numpy()
-    if "feature_mask" in wanted:
-        feed["feature_mask"] = memory.mask.reshape(-1, memory.height, memory.width).numpy()
-    return feed
-
-
-class OnnxBackend:
-    """An exported model on onnxruntime with the `encode` + `decoder` shape of `texscribe.decoding`.
-
-    Attributes: `vocab`, `config` (the dict the model was built from), `meta`, `quantized`.
-    `threads` caps onnxruntime's intra-op threads per session (None: onnxruntime's default).
-    """
-
-    def __init__(self, export_dir: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.path = Path(export_dir)
-        info = read_export_info(self.path)
-        self.vocab = Vocab.load(self.path / VOCAB_FILE)
-        self.config: dict[str, Any] = info.get("config", {})
-        self.meta: dict[str, Any] = info.get("meta", {})
-        self.quantized = bool(info.get("quantized"))
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # onnxruntime's idle threads spin after every run; between the ~20 short runs of one image
-        # they starve the torch ops of the decoding loop on a 2-core CPU (measured: +12 ms/image)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-
-        def session(name: str):
-            try:
-                return ort.InferenceSession(
-                    str(self.path / name), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-                raise ModelLoadError(
-                    f"{self.path / name}: onnxruntime cannot load it ({exc}); re-export"
-                ) from exc
-
-        self._encoder = session(ENCODER_FILE)
-        static = list(info.get("static_cache_names", []))
-        self.decoder = _OnnxDecoder(session(INIT_FILE), session(STEP_FILE), list(info["cache_names"]), static)
-
-    def encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:
-        features, feature_mask = self._encoder.run(
-            None, {"images": images.float().contiguous().numpy(), "pixel_mask": pixel_mask.bool().numpy()}
-        )
-        mask = torch.from_numpy(feature_mask)
-        return Memory(torch.from_numpy(features), mask.flatten(1), mask.shape[1], mask.shape[2])
-
-    def eval(self) -> OnnxBackend:  # decoding code may call model.eval(); nothing to switch here
-        return self
-
-
-def is_export_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / META_FILE).is_file() and (p / ENCODER_FILE).is_file()
-
-
-def read_export_info(path: str | Path) -> dict[str, Any]:
-    """model.json of an export directory, validated; `ModelLoadError` says what is missing."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelLoadError(f"ONNX export directory not found: {path} (create one with `texscribe export`)")
-    missing = [
-        n for n in (ENCODER_FILE, INIT_FILE, STEP_FILE, META_FILE, VOCAB_FILE) if not (path / n).is_file()
-    ]
-    if missing:
-        raise ModelLoadError(
-            f"{path}: not a complete ONNX export, missing {', '.join(missing)}; re-run `texscribe export`"
-        )
-    try:
-        info = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path / META_FILE}: unreadable ({exc}); re-run `texscribe export`") from exc
-    if info.get("format") != EXPORT_FORMAT or info.get("format_version") != EXPORT_VERSION:
-        raise ModelLoadError(
-            f"{path / META_FILE}: export format {info.get('format')!r} v{info.get('format_version')} is not "
-            f"{EXPORT_FORMAT!r} v{EXPORT_VERSION}; re-export with this texscribe"
-        )
-    return info
