@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from texscribe import __version__
-from texscribe.config import Config, from_dict
+from texscribe.config import Config, stored_config
 from texscribe.errors import ConfigError, ModelLoadError
 from texscribe.latex import Vocab
 
@@ -98,7 +98,7 @@ def read_model_file(path: str | Path) -> ModelFile:
         if key not in payload:
             raise ModelLoadError(f"{path}: model file is missing its {key!r}; re-export it")
     try:
-        config = from_dict(Config, payload["config"])
+        config = stored_config(payload["config"])
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
     vocab = Vocab.from_list(payload["vocab"])

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from texscribe.config import Config, from_dict
+from texscribe.config import Config, stored_config
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pad_batch, pil_to_array, preprocess
 from texscribe.latex import Vocab
@@ -135,7 +135,7 @@ def _load_onnx(name_or_path: str | os.PathLike, device: str, num_threads: int | 
         raise ModelLoadError(f"the ONNX backend runs on the CPU only, not {device!r}")
     backend = OnnxBackend(path, threads=num_threads)
     try:
-        config = from_dict(Config, backend.config)
+        config = stored_config(backend.config)
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
     return LoadedModel(backend, config, backend.vocab, path, backend.meta)

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from texscribe.checkpoint import read_model_file, save_model_file
-from texscribe.config import Config, check_values
+from texscribe.config import Config, check_values, upgrade_stored
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.latex import Vocab
 
@@ -133,14 +133,14 @@ def _weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Vocab, dict[str
 
 def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Training checkpoint -> self-describing model file (config + vocab + fp16 weights + meta)."""
-    from texscribe.config import from_dict
+    from texscribe.config import stored_config
 
     ckpt = load_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
     state = model_state(ckpt)
     meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
             "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
-    return save_model_file(out, from_dict(Config, hp["config"]), Vocab.from_list(hp["vocab"]), state, meta)
+    return save_model_file(out, stored_config(hp["config"]), Vocab.from_list(hp["vocab"]), state, meta)
 
 
 def hardware() -> dict[str, Any]:
@@ -206,7 +206,7 @@ def train(
                 f"cannot resume: {exc}; start afresh with --resume never (new run directory) "
                 "or resume from another .ckpt with --resume PATH"
             ) from exc
-        if hp["config"]["model"] != asdict(config.model):
+        if upgrade_stored(hp["config"])["model"] != asdict(config.model):
             raise ConfigError(
                 f"{ckpt_path} holds a different model than config {config.name!r}; "
                 "use --resume never (new run directory) or another train.run_name"
