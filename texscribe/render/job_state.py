@@ -10,8 +10,6 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from texscribe.errors import InputError
-
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process and of its finished (waited-for) descendants."""
@@ -37,14 +35,3 @@ def state_line(job_id: str, key: str, outcome: object) -> str:
         return f"{job_id}\t{key}\tok\t{h}\t{w}\n"
     detail = str(outcome.detail).replace("\t", " ").replace("\n", " ")  # type: ignore[attr-defined]
     return f"{job_id}\t{key}\tfail\t{outcome.cause}\t{detail}\n"  # type: ignore[attr-defined]
-
-
-def check_out_dir(out: Path, markers: tuple[str, ...], what: str) -> None:
-    """Refuse an output path that is a file, or a non-empty folder holding none of `markers` (not a `what` run)."""
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", source=str(out))
-    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in markers):
-        raise InputError(
-            f"output folder is not empty and holds no {what} run; choose a new or empty --out folder",
-            source=str(out),
-        )
