@@ -244,7 +244,7 @@ def check_decode_args(length_penalty: Any = 1.0, **values: Any) -> None:
 
 
 class Recognizer:
-    """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `prepare` (pure)."""
+    """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `preprocess` (pure)."""
 
     def __init__(
         self,
@@ -267,7 +267,7 @@ class Recognizer:
         """Whether every model was trained on R2L targets too (then beam search can rescore with R2L)."""
         return all(m.config.train.bidirectional for m in self.models)
 
-    def prepare(self, x: Any, origin: str | None = None) -> np.ndarray:
+    def preprocess(self, x: Any, origin: str | None = None) -> np.ndarray:
         """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
         if _is_pil(x):
             x = pil_to_array(x, origin=origin, max_pixels=self.max_pixels)
@@ -287,7 +287,7 @@ class Recognizer:
         """Recognise one input (-> Prediction) or a list of inputs (-> list in the same order).
 
         Inputs: file path, encoded bytes, PIL image or ndarray. The first unusable input raises `ImageError`
-        naming it; use `prepare` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
+        naming it; use `preprocess` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
         `max_len` that is not an integer >= 1 raises `ConfigError` naming it.
         """
         check_decode_args(
@@ -299,7 +299,7 @@ class Recognizer:
         for i, item in enumerate(items):
             source = _describe(item, i)
             start = time.perf_counter()
-            arrays.append(self.prepare(item, origin=source))
+            arrays.append(self.preprocess(item, origin=source))
             prep.append(time.perf_counter() - start)
             sources.append(source)
         out = self.predict_images(
@@ -454,14 +454,14 @@ def iter_predictions(
 ) -> Iterator[Outcome]:
     """Predict many `(source, payload)` items, yielding one `Outcome` per item in input order.
 
-    Loading/preprocessing (`load(payload, source)`, default `recognizer.prepare`) runs in a thread pool
+    Loading/preprocessing (`load(payload, source)`, default `recognizer.preprocess`) runs in a thread pool
     of `workers` (PIL/OpenCV release the GIL) one chunk ahead of decoding, so memory stays bounded by
     two chunks. An item whose loading raises a `TexscribeError` is yielded with `error` set; the rest go on.
     decode_kwargs: beam, batch_size, max_len, r2l (see `Recognizer.predict_images`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    load = load or (lambda payload, source: recognizer.prepare(payload, origin=source))
+    load = load or (lambda payload, source: recognizer.preprocess(payload, origin=source))
 
     def timed_load(item: tuple[str, Any]) -> tuple[np.ndarray | None, float, str | None]:
         start = time.perf_counter()

@@ -29,7 +29,14 @@ from texscribe.render.glyph_bank import GlyphBank, load_or_build
 from texscribe.render.handwriting import missing_symbols, render_handwriting
 from texscribe.render.handwriting_corpus import DEFAULT_MAX_LEN, FormulaSelection, select_formulas
 from texscribe.render.handwriting_layout import LayoutFailure
-from texscribe.render.job_state import cpu_seconds, load_state, state_line
+from texscribe.render.job_state import (
+    cpu_seconds,
+    load_state,
+    logged_outcomes,
+    reuse_outcomes,
+    state_line,
+    worker_pool,
+)
 
 GENERATOR_VERSION = 1  # bump when images of the same (seed, i, formula) change
 STATE = ".synth_state.tsv"
@@ -148,7 +155,8 @@ def synth_handwriting(
     )
     writer.make_dirs()
     jobs = _plan_jobs(writer, selection, count, seed, bank_path)
-    outcomes, todo = _reuse_cached(jobs, load_state(writer.state_path), result)
+    outcomes, todo = reuse_outcomes(jobs, load_state(writer.state_path), LayoutFailure)
+    result.reused = len(outcomes)
     _generate_all(todo, outcomes, writer, glyphs, bank_path, seed, workers, progress, result)
     _finish(writer, jobs, outcomes, selection, glyphs, result, started, seed, workers)
     return result
@@ -191,25 +199,6 @@ def _plan_jobs(
     return jobs
 
 
-def _reuse_cached(
-    jobs: list[_Job], state: dict[str, tuple[str, ...]], result: SynthResult
-) -> tuple[dict[str, object], list[_Job]]:
-    """(outcomes an earlier run logged with the same key, the jobs still to draw); a logged image counts only
-    while its file is still there."""
-    outcomes: dict[str, object] = {}
-    todo = []
-    for job in jobs:
-        cached = state.get(job.id)
-        if cached and cached[0] == job.key and (cached[1] == "fail" or job.dest.is_file()):
-            outcomes[job.id] = (
-                (int(cached[2]), int(cached[3])) if cached[1] == "ok" else LayoutFailure(*cached[2:4])
-            )
-            result.reused += 1
-        else:
-            todo.append(job)
-    return outcomes, todo
-
-
 def _generate_all(
     todo: list[_Job],
     outcomes: dict[str, object],
@@ -233,27 +222,16 @@ def _generate_all(
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (str(bank_path),))
     else:
         _BANK = glyphs
-    by_id = {job.id: job for job in todo}
-    try:
-        with (
-            writer.open_state_log() as log,
-            tqdm(total=len(todo), desc="synth handwriting", unit="img", disable=not progress) as bar,
-        ):
-            stream = pool.imap(_generate, tasks) if pool else map(_generate, tasks)
-            for chunk in stream:
-                for job_id, outcome in chunk:
-                    outcomes[job_id] = outcome
-                    result.generated += 1
-                    log.write(state_line(job_id, by_id[job_id].key, outcome))
-                log.flush()
-                bar.update(len(chunk))
-    except BaseException:
-        if pool is not None:
-            pool.terminate()
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+    keys = {job.id: job.key for job in todo}
+    with (
+        worker_pool(pool),
+        writer.open_state_log() as log,
+        tqdm(total=len(todo), desc="synth handwriting", unit="img", disable=not progress) as bar,
+    ):
+        chunks = pool.imap(_generate, tasks) if pool else map(_generate, tasks)
+        for job_id, outcome in logged_outcomes(chunks, keys, log, bar):
+            outcomes[job_id] = outcome
+            result.generated += 1
     result.generate_s = time.perf_counter() - gen_started
     result.cpu_s = cpu_seconds() - cpu_started
 

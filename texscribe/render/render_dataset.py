@@ -23,7 +23,14 @@ from texscribe.data.sample import Skipped
 from texscribe.errors import InputError
 from texscribe.latex import Vocab
 from texscribe.render.corpus import Corpus, CorpusSpec, build_corpus
-from texscribe.render.job_state import cpu_seconds, load_state, state_line
+from texscribe.render.job_state import (
+    cpu_seconds,
+    load_state,
+    logged_outcomes,
+    reuse_outcomes,
+    state_line,
+    worker_pool,
+)
 from texscribe.render.renderer import DEFAULT_MARGIN, RENDERER_VERSION, choose_renderer, render_formulas
 from texscribe.render.report import write_render_report
 from texscribe.render.style import RenderFailure, RenderStyle, StyleSpace, style_key
@@ -150,7 +157,8 @@ def render_dataset(
     result = RenderResult(out=out, renderer=engine)
     result.corpus_dropped = Counter(s.reason for s in corpus.skipped)
     jobs = _plan_jobs(corpus, styles, variants, engine, writers)
-    outcomes, todo = _reuse_cached(jobs, load_state(out / STATE), result)
+    outcomes, todo = reuse_outcomes(jobs, load_state(out / STATE), RenderFailure)
+    result.reused = len(outcomes)
     _render_all(
         todo, outcomes, writers[False], (engine, margin, timeout), batch_size, workers, progress, result
     )
@@ -191,26 +199,6 @@ def _plan_jobs(
     return jobs
 
 
-def _reuse_cached(
-    jobs: list[_Job], state: dict[str, tuple[str, ...]], result: RenderResult
-) -> tuple[dict[str, object], list[_Job]]:
-    """(outcomes of the jobs an earlier run finished with the same key, the jobs still to render). A cached
-    success counts only while its image is still there; a cached failure is deterministic (`_cacheable`)."""
-    outcomes: dict[str, object] = {}
-    todo: list[_Job] = []
-    for job in jobs:
-        cached = state.get(job.id)
-        if cached and cached[0] == job.key and cached[1] == "ok" and job.dest.is_file():
-            outcomes[job.id] = (int(cached[2]), int(cached[3]))
-            result.reused += 1
-        elif cached and cached[0] == job.key and cached[1] == "fail":
-            outcomes[job.id] = RenderFailure(cached[2], cached[3])
-            result.reused += 1
-        else:
-            todo.append(job)
-    return outcomes, todo
-
-
 def _render_all(
     todo: list[_Job],
     outcomes: dict[str, object],
@@ -227,31 +215,18 @@ def _render_all(
 
     result.attempted = len(todo)
     render_started, cpu_started = time.perf_counter(), cpu_seconds()
-    by_id = {job.id: job for job in todo}
+    keys = {job.id: job.key for job in todo}
     args = [(batch, *how) for batch in _batches(todo, batch_size)]
-    pool = multiprocessing.Pool(workers) if workers > 1 and len(args) > 1 else None
-    try:
-        with (
-            writer.open_state_log() as log,
-            tqdm(total=len(todo), desc=f"render ({how[0]})", unit="formula", disable=not progress) as bar,
-        ):
-            stream = pool.imap_unordered(_render_batch, args) if pool else map(_render_batch, args)
-            for batch in stream:
-                for job_id, outcome in batch:
-                    outcomes[job_id] = outcome
-                    if not isinstance(outcome, RenderFailure):
-                        result.rendered += 1
-                    if _cacheable(outcome):
-                        log.write(state_line(job_id, by_id[job_id].key, outcome))
-                log.flush()
-                bar.update(len(batch))
-    except BaseException:
-        if pool is not None:
-            pool.terminate()  # Ctrl-C or an error: do not wait for queued batches
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+    with (
+        worker_pool(multiprocessing.Pool(workers) if workers > 1 and len(args) > 1 else None) as pool,
+        writer.open_state_log() as log,
+        tqdm(total=len(todo), desc=f"render ({how[0]})", unit="formula", disable=not progress) as bar,
+    ):
+        batches = pool.imap_unordered(_render_batch, args) if pool else map(_render_batch, args)
+        for job_id, outcome in logged_outcomes(batches, keys, log, bar, keep=_cacheable):
+            outcomes[job_id] = outcome
+            if not isinstance(outcome, RenderFailure):
+                result.rendered += 1
     result.render_s = time.perf_counter() - render_started
     result.cpu_s = cpu_seconds() - cpu_started
 

@@ -228,7 +228,7 @@ def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -
 def _prepare(recognizer: Any, data: bytes, name: str) -> np.ndarray:
     """Decode + crop + resize exactly as the library does; unreadable, oversized or blank images -> 422."""
     try:
-        return recognizer.prepare(data, origin=name)
+        return recognizer.preprocess(data, origin=name)
     except ImageError as exc:
         raise ApiError(422, "invalid_image", str(exc)) from None
 
