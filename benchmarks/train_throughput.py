@@ -57,7 +57,7 @@ def synthetic(root: Path, n: int = 256) -> PreparedDataset:
     """Formula-like strokes at CROHME-like sizes, written in the prepared layout."""
     import cv2
 
-    from texscribe.data.prepared import PreparedRecord, write_manifest
+    from texscribe.data.prepared import PreparedRecord, write_prepared_manifest
     from texscribe.images import save_png
     from texscribe.latex import Vocab
 
@@ -74,7 +74,7 @@ def synthetic(root: Path, n: int = 256) -> PreparedDataset:
         path = root / "images" / f"s{i}.png"
         save_png(img.astype(np.float32) / 255, path)
         records.append(PreparedRecord(f"s{i}", path, tokens, "synthetic", h, w))
-    write_manifest(root, records)
+    write_prepared_manifest(root, records)
     Vocab.build(r.tokens for r in records).save(root / "vocab.json")
     return PreparedDataset.open(root)
 

@@ -222,7 +222,7 @@ def synthetic_prepared(root: Path, n: int = 12, seed: int = 0) -> Path:
     """A prepared dataset of stroke images with short labels, in the real prepared layout."""
     import cv2
 
-    from texscribe.data.prepared import PreparedRecord, write_manifest
+    from texscribe.data.prepared import PreparedRecord, write_prepared_manifest
     from texscribe.images import save_png
     from texscribe.latex import Vocab
 
@@ -238,7 +238,7 @@ def synthetic_prepared(root: Path, n: int = 12, seed: int = 0) -> Path:
         save_png(img.astype(np.float32) / 255, path)
         tokens = [str(t) for t in rng.choice(list("xy12+="), size=int(rng.integers(2, 6)))]
         records.append(PreparedRecord(f"s{i}", path, tokens, "synthetic", h, w))
-    write_manifest(root, records)
+    write_prepared_manifest(root, records)
     Vocab.build(r.tokens for r in records).save(root / "vocab.json")
     return root
 

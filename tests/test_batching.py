@@ -25,7 +25,7 @@ from texscribe.data.batching import (
     size_order,
     targets,
 )
-from texscribe.data.prepared import PreparedDataset, PreparedRecord, write_manifest
+from texscribe.data.prepared import PreparedDataset, PreparedRecord, write_prepared_manifest
 from texscribe.errors import ConfigError
 from texscribe.images import save_png
 from texscribe.latex import Vocab
@@ -294,7 +294,7 @@ def make_prepared(root: Path, n: int = 24, seed: int = 0) -> Path:
         records.append(PreparedRecord(f"s{i}", path, tokens, "synthetic", h, w))
         seqs.append(tokens)
     records.append(PreparedRecord("long", records[0].image_path, ["x"] * 500, "synthetic", 30, 60))
-    write_manifest(root, records)
+    write_prepared_manifest(root, records)
     Vocab.build(seqs).save(root / "vocab.json")
     return root
 

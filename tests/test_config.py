@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from texscribe.config import load_config
+from texscribe.config import Config, from_dict, load_config, stored_config, upgrade_stored
 from texscribe.errors import ConfigError
 
 
@@ -75,3 +78,78 @@ def test_cli_train_with_a_bad_value_exits_2_with_one_line(tmp_path, capsys):
     rc = main(["train", "--config", "tiny", "--train", str(tmp_path), "--out", str(tmp_path), "optim.lr=-1"])
     assert rc == 2 and capsys.readouterr().err == "texscribe train: error: optim.lr: must be > 0, got -1.0\n"
     assert not any(tmp_path.iterdir())  # refused before a run directory was made
+
+
+# ------------------------------------------------------------------------------------ retired keys
+REPO = Path(__file__).resolve().parents[1]
+RUN_CHECKPOINT = Path("/work/runs/base-hw-long/checkpoints/last.ckpt")
+
+
+@pytest.mark.parametrize(
+    "override, replacement",
+    [("train.teacher_forcing=0.5", r"model\.decoder\.teacher_forcing"), ("train.val_beam=1", r"delete it")],
+)
+def test_a_retired_key_in_an_override_names_its_replacement(override, replacement):
+    key = override.split("=")[0].replace(".", r"\.")
+    with pytest.raises(ConfigError, match=rf"config key '{key}' was retired: .*{replacement}"):
+        load_config("tiny", [override])
+
+
+def test_a_retired_key_in_a_yaml_file_names_its_replacement(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\ntrain:\n  teacher_forcing: 0.8\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"'train\.teacher_forcing' was retired: use model\.decoder\.teacher_forcing"
+    ):
+        load_config(path)
+
+
+def test_a_stored_config_drops_retired_keys_and_keeps_what_they_meant():
+    stored = load_config("model1").to_dict()
+    stored["train"].update(teacher_forcing=1.0, val_beam=3)
+    config = stored_config(stored)
+    assert config == load_config("model1")  # at its default the old key changed nothing
+    stored["train"]["teacher_forcing"] = 0.7  # below 1 it overrode the decoder's ratio in training
+    assert stored_config(stored).model.decoder["teacher_forcing"] == 0.7
+    assert "teacher_forcing" in stored["train"]  # the caller's dict is left as it was
+
+
+def test_the_decoder_ratio_is_range_checked_and_reaches_the_trained_decoder():
+    with pytest.raises(
+        ConfigError, match=r"model\.decoder\.teacher_forcing: must be between 0 and 1, got 1\.5"
+    ):
+        load_config("tiny", ["model.decoder.teacher_forcing=1.5"])
+    from texscribe.training.lit_module import LitImageToLatex
+
+    config = load_config("tiny", ["model.decoder.teacher_forcing=0.25"])
+    module = LitImageToLatex(config.to_dict(), ["<pad>", "<sos>", "<eos>", "<unk>", "x"])
+    assert module.model.decoder.teacher_forcing == 0.25
+
+
+def test_the_shipped_model_file_with_retired_keys_still_loads():
+    import torch
+
+    from texscribe.checkpoint import read_model_file
+
+    path = REPO / "texscribe" / "weights" / "default.pt"
+    stored = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    assert {"teacher_forcing", "val_beam"} <= set(stored["train"])  # saved before the keys were retired
+    config = read_model_file(path).config
+    assert "teacher_forcing" not in config.model.decoder
+    assert config.model == stored_config(stored).model
+
+
+@pytest.mark.skipif(
+    not RUN_CHECKPOINT.is_file(), reason="the base-hw-long training run is not on this machine"
+)
+def test_the_running_training_checkpoints_config_still_loads():
+    import torch
+
+    ckpt = torch.load(RUN_CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)
+    stored = ckpt["hyper_parameters"]["config"]
+    config = stored_config(stored)
+    assert config.train.run_name == stored["train"]["run_name"]
+    assert dataclasses.asdict(config.model) == upgrade_stored(stored)["model"]
+    assert {"teacher_forcing", "val_beam"} <= set(stored["train"])  # written before the keys were retired
+    with pytest.raises(ConfigError, match="was retired"):
+        from_dict(Config, stored)  # read as if a user had written it

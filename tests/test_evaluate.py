@@ -13,7 +13,7 @@ import torch
 from texscribe.checkpoint import save_model_file
 from texscribe.cli import main
 from texscribe.config import load_config
-from texscribe.data.prepared import PreparedRecord, write_manifest
+from texscribe.data.prepared import PreparedRecord, write_prepared_manifest
 from texscribe.evaluation import read_predictions, recompute
 from texscribe.evaluation.breakdown import by_length, by_structure, length_bucket
 from texscribe.evaluation.evaluate import Row, write_predictions
@@ -43,7 +43,7 @@ def prepared(tmp_path_factory) -> Path:
         save_png(img.astype(np.float32) / 255, path)
         records.append(PreparedRecord(sample_id, path, label.split(), "fixture", *img.shape))
     records.append(PreparedRecord("gone", root / "images" / "gone.png", ["x"], "fixture", 10, 10))
-    write_manifest(root, records)
+    write_prepared_manifest(root, records)
     Vocab.build(r.tokens for r in records).save(root / "vocab.json")
     return root
 

@@ -218,11 +218,11 @@ def test_formulas_too_long_for_the_model_input_are_refused(recognizer, tmp_path)
         recognizer.predict(str(long_strip))
     assert err.value.source == str(long_strip)
     wide_but_fine = formula_image("x+1=" * 8, width=620)  # ~20:1, like the widest CROHME/im2latex formulas
-    assert recognizer.prepare(wide_but_fine).shape[0] >= 16
+    assert recognizer.preprocess(wide_but_fine).shape[0] >= 16
 
 
 def test_decoding_stops_at_its_deadline(recognizer):
-    image = recognizer.prepare(formula_image("x+1"))
+    image = recognizer.preprocess(formula_image("x+1"))
     with pytest.raises(inference.DeadlineExceeded):
         recognizer.predict_images([image], max_len=MAX_LEN, deadline=time.monotonic() - 1)
     (pred,) = recognizer.predict_images([image], max_len=MAX_LEN, deadline=time.monotonic() + 60)

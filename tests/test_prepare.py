@@ -162,18 +162,18 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     import texscribe.data.prepare as prep
 
     src = comer_tree(tmp_path / "src")
-    real_render, calls = prep._render, []
+    real_decode, calls = prep._decode_and_crop, []
 
     def flaky(job, settings):
         calls.append(job.id)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the user pressed Ctrl-C while the third image was being written
-        return real_render(job, settings)
+        return real_decode(job, settings)
 
-    monkeypatch.setattr(prep, "_render", flaky)
+    monkeypatch.setattr(prep, "_decode_and_crop", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare([f"{src}:train"], tmp_path / "out", workers=1, progress=False)
-    monkeypatch.setattr(prep, "_render", real_render)
+    monkeypatch.setattr(prep, "_decode_and_crop", real_decode)
     resumed = prepare([f"{src}:train"], tmp_path / "out", workers=1, progress=False)
     assert resumed.reused == 2 and resumed.kept == 5 and resumed.written == 3
 

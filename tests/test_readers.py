@@ -13,7 +13,7 @@ from texscribe.data.readers import SourceSpec, detect_format, open_source
 from texscribe.data.readers.comer import read_comer
 from texscribe.data.readers.im2markup import read_im2markup
 from texscribe.data.readers.label_folder import read_label_folder
-from texscribe.data.readers.manifest import read_manifest_file
+from texscribe.data.readers.manifest import read_manifest_source
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
 from texscribe.images import load_image
@@ -230,7 +230,7 @@ def test_manifest_tsv_with_header(tmp_path):
         "imgs/a.png\ty\n",
         encoding="utf-8",
     )
-    items = list(read_manifest_file(tmp_path / "list.tsv"))
+    items = list(read_manifest_source(tmp_path / "list.tsv"))
     samples, _ = split_items(items)
     assert {k: s.latex for k, s in samples.items()} == {"imgs/a": "\\frac{a}{b}"}
     assert [(s.id, s.reason) for s in items if isinstance(s, Skipped)] == [
@@ -246,7 +246,7 @@ def test_manifest_image_path_too_long_for_the_file_system_is_skipped(tmp_path):
     """Found by benchmarks/fuzz_inputs.py: Path.is_file() raised OSError (ENAMETOOLONG), aborting prepare."""
     write_tree(tmp_path, {"a.png": stroke_image(30, ".png")})
     (tmp_path / "list.tsv").write_text(f"id\timage\tlatex\nlong\t{'n' * 300}.png\tx\nok\ta.png\ty\n")
-    items = list(read_manifest_file(tmp_path / "list.tsv"))
+    items = list(read_manifest_source(tmp_path / "list.tsv"))
     skipped = [s for s in items if isinstance(s, Skipped)]
     assert [(s.id, s.reason) for s in skipped] == [("long", "missing_image")]
     assert "File name too long" in skipped[0].detail
@@ -275,7 +275,7 @@ def test_manifest_line_not_utf8_is_skipped_with_its_line(tmp_path):
     """Issue 19 item 4: one Latin-1 line costs that line, reported with file and line; the rest is read."""
     write_tree(tmp_path, {"a.png": stroke_image(35, ".png"), "b.png": stroke_image(36, ".png")})
     (tmp_path / "m.tsv").write_bytes("a.png\tx\nb.png\t\u00e9\nc.png\ty\n".encode("latin-1"))
-    items = list(read_manifest_file(tmp_path / "m.tsv"))
+    items = list(read_manifest_source(tmp_path / "m.tsv"))
     assert [(s.id, type(s).__name__) for s in items] == [("a", "Sample"), ("b", "Skipped"), ("c", "Skipped")]
     assert items[1].reason == "wrong_encoding" and f"{tmp_path / 'm.tsv'}:2: not UTF-8" in items[1].detail
     assert "0xe9" in items[1].detail and items[2].reason == "missing_image"
@@ -289,7 +289,7 @@ def test_utf16_files_with_a_bom_are_read(tmp_path):
     assert samples["t1"].latex == "2 x" and not skipped
     write_tree(tmp_path / "m", {"a.png": stroke_image(37, ".png"), "b.txt": "\\beta".encode("utf-16")})
     (tmp_path / "m" / "m.csv").write_bytes("image,latex\na.png,\\alpha\n".encode("utf-16"))
-    samples, skipped = split_items(read_manifest_file(tmp_path / "m" / "m.csv"))
+    samples, skipped = split_items(read_manifest_source(tmp_path / "m" / "m.csv"))
     assert samples["a"].latex == "\\alpha" and not skipped
     (tmp_path / "m" / "b.png").write_bytes(stroke_image(38, ".png"))
     samples, _ = split_items(read_label_folder(tmp_path / "m"))

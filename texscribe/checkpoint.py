@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from texscribe import __version__
-from texscribe.config import Config, from_dict
+from texscribe.config import Config, stored_config, upgrade_stored
 from texscribe.errors import ConfigError, ModelLoadError
 from texscribe.latex import Vocab
 
@@ -109,7 +109,7 @@ def read_model_file(path: str | Path) -> ModelFile:
         if key not in payload:
             raise ModelLoadError(f"{path}: model file is missing its {key!r}; re-export it")
     try:
-        config = from_dict(Config, payload["config"])
+        config = stored_config(payload["config"])
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
     vocab = Vocab.from_list(payload["vocab"])
@@ -159,7 +159,7 @@ def checkpoint_weights(ckpt: dict[str, Any]) -> Weights:
     prefix = "teacher." if any(k.startswith("teacher.") for k in ckpt["state_dict"]) else "model."
     state = {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     hp = ckpt["hyper_parameters"]
-    return Weights(state, Vocab.from_list(hp["vocab"]), hp["config"]["model"])
+    return Weights(state, Vocab.from_list(hp["vocab"]), upgrade_stored(hp["config"])["model"])
 
 
 def read_weights(path: str | Path) -> Weights:
@@ -176,7 +176,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, An
     ckpt = read_checkpoint(ckpt_path)
     weights = checkpoint_weights(ckpt)
     try:
-        config = from_dict(Config, ckpt["hyper_parameters"]["config"])
+        config = stored_config(ckpt["hyper_parameters"]["config"])
     except ConfigError as exc:
         raise ModelLoadError(f"{ckpt_path}: stored config is invalid for this version: {exc}") from exc
     meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),

@@ -3,10 +3,15 @@
 A preset (`configs/<name>.yaml`, shipped inside the package) or any YAML path is loaded, then
 `key.sub=value` overrides from the command line are applied. Unknown keys raise `ConfigError`
 naming the dotted field, so a typo never silently falls back to a default.
+
+Two ways in: `load_config` for what a user writes (a key of an older version is an error naming its
+replacement), `stored_config` for a config saved inside a model file or training checkpoint (keys of
+older versions are mapped onto their replacements or dropped, so old files keep loading).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -105,11 +110,9 @@ class TrainConfig:
     strategy: str = "auto"
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
-    teacher_forcing: float = 1.0
     val_every_n_epochs: int = 1
     val_every_n_steps: int | None = None  # validate every N training batches instead (long epochs)
     val_limit: int | None = None
-    val_beam: int = 1
     early_stop_patience: int | None = None
     bidirectional: bool = False
     log_every_n_steps: int = 20
@@ -129,6 +132,39 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Keys of older versions -> what replaced them (said to a user who writes one). A stored config holding one
+# is upgraded by `upgrade_stored` instead.
+RETIRED_KEYS: dict[str, str] = {
+    "train.teacher_forcing": "use model.decoder.teacher_forcing (the decoder's scheduled-sampling ratio)",
+    "train.val_beam": "delete it: validation decodes greedily (it was never read); "
+    "`texscribe evaluate --beam N` scores beam search",
+}
+
+
+def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored config dict (a model file's, a checkpoint's `hyper_parameters`) without the
+    `RETIRED_KEYS`, each mapped onto the key that replaced it where it changed behaviour.
+
+    train.teacher_forcing below 1 overrode the decoder's own ratio in training; it becomes
+    model.decoder.teacher_forcing. At 1 (its default) it deferred to the decoder and is dropped.
+    """
+    data = copy.deepcopy(data)
+    train = data.get("train")
+    if isinstance(train, dict):
+        ratio = train.pop("teacher_forcing", None)
+        decoder = data.get("model", {}).get("decoder")
+        if isinstance(ratio, int | float) and ratio < 1.0 and isinstance(decoder, dict):
+            decoder["teacher_forcing"] = ratio
+        train.pop("val_beam", None)
+    return data
+
+
+def stored_config(data: dict[str, Any]) -> Config:
+    """The `Config` of a stored config dict, which may come from an older version (`upgrade_stored`).
+    Types are checked; values are not (the config describes a model that exists)."""
+    return from_dict(Config, upgrade_stored(data))
 
 
 def list_presets() -> list[str]:
@@ -189,6 +225,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    for key in unknown:
+        if _join(where, key) in RETIRED_KEYS:
+            raise ConfigError(
+                f"config key {_join(where, key)!r} was retired: {RETIRED_KEYS[_join(where, key)]}"
+            )
     if unknown:
         raise ConfigError(
             f"unknown config key {_join(where, unknown[0])!r}; valid keys here: {', '.join(sorted(names))}"
@@ -224,9 +265,9 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.lr": _POSITIVE, "optim.weight_decay": _at_least(0), "optim.momentum": _FRACTION,
     "optim.warmup_steps": _at_least(0), "optim.gamma": _POSITIVE, "optim.min_lr_ratio": _FRACTION,
     "train.max_epochs": _LIMIT, "train.max_steps": _LIMIT, "train.grad_clip": _at_least(0),
-    "train.label_smoothing": ((lambda v: 0 <= v < 1), ">= 0 and < 1"), "train.teacher_forcing": _FRACTION,
+    "train.label_smoothing": ((lambda v: 0 <= v < 1), ">= 0 and < 1"),
     "train.val_every_n_epochs": _at_least(1), "train.val_every_n_steps": _at_least(1),
-    "train.val_limit": _at_least(1), "train.val_beam": _at_least(1), "train.num_nodes": _at_least(1),
+    "train.val_limit": _at_least(1), "train.num_nodes": _at_least(1),
     "train.early_stop_patience": _at_least(0),
     "train.log_every_n_steps": _at_least(1), "train.checkpoint_every_n_steps": _at_least(0),
     "train.checkpoint_every_minutes": _at_least(0),
@@ -244,6 +285,9 @@ def check_values(config: Config) -> None:
         value = _get(config, name)
         if value is not None and not valid(value):
             raise ConfigError(f"{name}: must be {expected}, got {value!r}")
+    ratio = config.model.decoder.get("teacher_forcing")
+    if isinstance(ratio, int | float) and not 0 <= ratio <= 1:
+        raise ConfigError(f"model.decoder.teacher_forcing: must be between 0 and 1, got {ratio!r}")
     if config.data.img_max_height < config.data.img_min_height:
         raise ConfigError(
             f"data.img_max_height: must be >= data.img_min_height ({config.data.img_min_height}), "

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from texscribe.config import Config, from_dict
+from texscribe.config import Config, stored_config
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pil_to_array, preprocess
 from texscribe.latex import Vocab
@@ -139,7 +139,7 @@ def _load_onnx(name_or_path: str | os.PathLike, device: str, num_threads: int | 
         raise ModelLoadError(f"the ONNX backend runs on the CPU only, not {device!r}")
     model = OnnxModel(path, threads=num_threads)
     try:
-        config = from_dict(Config, model.config)
+        config = stored_config(model.config)
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: stored config is invalid for this version: {exc}") from exc
     return LoadedModel(model, "onnx", config, model.vocab, path, model.meta)
@@ -248,7 +248,7 @@ def check_decode_args(length_penalty: Any = 1.0, **values: Any) -> None:
 
 
 class Recognizer:
-    """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `prepare` (pure)."""
+    """Loaded model(s) + preprocessing + batched decoding. Thread-compatible for `preprocess` (pure)."""
 
     def __init__(
         self,
@@ -271,7 +271,7 @@ class Recognizer:
         """Whether every model was trained on R2L targets too (then beam search can rescore with R2L)."""
         return all(m.config.train.bidirectional for m in self.models)
 
-    def prepare(self, x: Any, origin: str | None = None) -> np.ndarray:
+    def preprocess(self, x: Any, origin: str | None = None) -> np.ndarray:
         """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
         if _is_pil(x):
             x = pil_to_array(x, origin=origin, max_pixels=self.max_pixels)
@@ -291,7 +291,7 @@ class Recognizer:
         """Recognise one input (-> Prediction) or a list of inputs (-> list in the same order).
 
         Inputs: file path, encoded bytes, PIL image or ndarray. The first unusable input raises `ImageError`
-        naming it; use `prepare` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
+        naming it; use `preprocess` + `predict_images` to skip bad inputs instead. A `beam`, `batch_size` or
         `max_len` that is not an integer >= 1 raises `ConfigError` naming it.
         """
         check_decode_args(
@@ -303,7 +303,7 @@ class Recognizer:
         for i, item in enumerate(items):
             source = _describe(item, i)
             start = time.perf_counter()
-            arrays.append(self.prepare(item, origin=source))
+            arrays.append(self.preprocess(item, origin=source))
             prep.append(time.perf_counter() - start)
             sources.append(source)
         out = self.predict_images(
@@ -429,7 +429,7 @@ def iter_predictions(
 ) -> Iterator[Outcome]:
     """Predict many `(source, payload)` items, yielding one `Outcome` per item in input order.
 
-    Loading/preprocessing (`load(payload, source)`, default `recognizer.prepare`) runs in a thread pool
+    Loading/preprocessing (`load(payload, source)`, default `recognizer.preprocess`) runs in a thread pool
     of `workers` (PIL/OpenCV release the GIL) one chunk ahead of decoding, so memory stays bounded by
     two chunks. An item whose loading raises a `TexscribeError` is yielded with `error` set; the rest go on.
     deadline: a `time.monotonic()` value; past it, `DeadlineExceeded` is raised before the next image is
@@ -438,7 +438,7 @@ def iter_predictions(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    load = load or (lambda payload, source: recognizer.prepare(payload, origin=source))
+    load = load or (lambda payload, source: recognizer.preprocess(payload, origin=source))
     if deadline is not None:
         decode_kwargs["deadline"] = deadline
 

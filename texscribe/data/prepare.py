@@ -12,26 +12,18 @@ import hashlib
 import itertools
 import multiprocessing
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from texscribe.data.cleaning import Drop, LabelCleaner
-from texscribe.data.prepared import (
-    IMAGES_DIR,
-    MANIFEST,
-    SKIPPED,
-    SKIPPED_COLUMNS,
-    VOCAB,
-    PreparedRecord,
-    image_filename,
-    write_manifest,
-    write_tsv,
-)
+from texscribe.data.prepared import VOCAB, PreparedRecord, PreparedWriter, write_png_atomic
 from texscribe.data.readers import SourceSpec, open_source
+from texscribe.data.report import DatasetCounts, write_report
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import ImageError, InputError, TexscribeError
 from texscribe.images import DEFAULT_MAX_PIXELS
@@ -41,25 +33,10 @@ STATE = ".prepare_state.tsv"
 DEFAULT_MAX_LABEL_LEN = 512  # a sanity bound; training applies its own (DataConfig.max_label_len)
 
 
-@dataclass
-class PrepareResult:
-    """What a `prepare` run produced; `dropped` maps reason code -> count."""
-
-    out: Path
-    sources: list[str]
-    n_in: int = 0
-    kept: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    per_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    unknown_tokens: Counter = field(default_factory=Counter)
-    vocab_size: int = 0
-    written: int = 0
-    reused: int = 0
-    wall_s: float = 0.0
-
-
 @dataclass(frozen=True)
 class _Job:
+    """One image to decode, crop and write to `dest`; `key` hashes its bytes and the settings."""
+
     id: str
     origin: str
     payload: bytes | np.ndarray
@@ -77,9 +54,9 @@ class _Settings:
         return f"m{self.margin}-h{self.max_height}-p{self.max_pixels}-v1"
 
 
-def _render(job: _Job, settings: _Settings) -> tuple[str, int, int] | Drop:
+def _decode_and_crop(job: _Job, settings: _Settings) -> tuple[str, int, int] | Drop:
     """Worker: decode, check ink, crop, optionally shrink, write PNG. Returns (key, h, w) or a Drop."""
-    from texscribe.images import crop_to_ink, fit_height, has_ink, load_image, save_png
+    from texscribe.images import crop_to_ink, fit_height, has_ink, load_image
 
     try:
         img = load_image(job.payload, origin=job.origin, max_pixels=settings.max_pixels)
@@ -90,17 +67,15 @@ def _render(job: _Job, settings: _Settings) -> tuple[str, int, int] | Drop:
     img = crop_to_ink(img, margin=settings.margin)
     if settings.max_height and img.shape[0] > settings.max_height:
         img = fit_height(img, min_height=1, max_height=settings.max_height, max_width=10**9)
-    tmp = job.dest.with_name(job.dest.name + ".tmp.png")
     try:
-        save_png(img, tmp)
-        tmp.replace(job.dest)
+        write_png_atomic(img, job.dest)
     except (ImageError, OSError) as exc:
         return Drop("bad_image", f"{job.origin}: cannot write {job.dest}: {exc}")
     return job.key, int(img.shape[0]), int(img.shape[1])
 
 
-def _render_star(args: tuple[_Job, _Settings]) -> tuple[str, int, int] | Drop:
-    return _render(*args)
+def _decode_and_crop_star(args: tuple[_Job, _Settings]) -> tuple[str, int, int] | Drop:
+    return _decode_and_crop(*args)
 
 
 def _payload_key(payload: bytes | np.ndarray, settings: _Settings) -> str:
@@ -124,15 +99,8 @@ def _load_state(path: Path) -> dict[str, tuple[str, int, int]]:
     return state
 
 
-def _check_out_dir(out: Path) -> None:
-    """Refuse to fill a folder that holds something other than a prepared dataset."""
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", source=str(out))
-    if out.is_dir() and any(out.iterdir()) and not ((out / MANIFEST).exists() or (out / STATE).exists()):
-        raise InputError(
-            "output folder is not empty and is not a prepared dataset; choose a new or empty --out folder",
-            source=str(out),
-        )
+def _state_line(name: str, key: str, height: int, width: int) -> str:
+    return f"{name}\t{key}\t{height}\t{width}\n"
 
 
 def _load_vocab(path: Path) -> Vocab:
@@ -150,6 +118,106 @@ def _chunks(items: Iterable[_Job], size: int) -> Iterator[list[_Job]]:
         yield chunk
 
 
+class _Preparation:
+    """One `prepare` run's bookkeeping: items read, kept, dropped, and the images still being made.
+
+    `jobs` turns a source's items into image jobs (dropping what cannot be used, reusing images of earlier
+    runs); `finish` records each job's outcome; `kept` lists the records in reading order.
+    """
+
+    def __init__(
+        self, writer: PreparedWriter, settings: _Settings, cleaner: LabelCleaner, counts: DatasetCounts
+    ):
+        self.writer, self.settings, self.cleaner, self.counts = writer, settings, cleaner, counts
+        self.state = _load_state(writer.state_path)  # file name -> (key, h, w) of images already written
+        self.skipped: list[Skipped] = []
+        self.records: dict[str, PreparedRecord] = {}
+        self.pending: dict[str, tuple[str, list[str], str]] = {}  # id -> (source, tokens, file name)
+        self.seen: dict[str, str] = {}  # id -> where it was read first
+
+    def drop(self, item_id: str, source: str, reason: str, detail: str) -> None:
+        self.skipped.append(Skipped(item_id, source, reason, detail))
+        self.counts.count_dropped(source, reason)
+
+    def jobs(self, items: Iterable[Sample | Skipped], bar: Any) -> Iterator[_Job]:
+        """An image job per usable item; dropped items are recorded, reusable images finished at once."""
+        for item in items:
+            self.counts.count_read(item.source)
+            bar.update(1)
+            if isinstance(item, Skipped):
+                self.drop(item.id, item.source, item.reason, item.detail)
+                continue
+            tokens = self._label(item)
+            payload = self._payload(item) if tokens is not None else None
+            if tokens is None or payload is None:
+                continue
+            dest = self.writer.image_path(item.id)
+            name = dest.name
+            key = _payload_key(payload, self.settings)
+            self.pending[item.id] = (item.source, tokens, name)
+            previous = self.state.get(name)
+            if previous and previous[0] == key and dest.is_file():
+                self.finish(item.id, previous)
+                self.counts.reused += 1
+                continue
+            yield _Job(item.id, item.origin, payload, dest, key)
+
+    def _label(self, item: Sample) -> list[str] | None:
+        """The cleaned tokens of a new, well-named item; None (and the item dropped) otherwise."""
+        if item.id in self.seen:
+            self.drop(
+                item.id,
+                item.source,
+                "duplicate_id",
+                f"{item.origin}: id already read from {self.seen[item.id]}",
+            )
+            return None
+        self.seen[item.id] = item.origin
+        if any(ch in item.id for ch in "\t\r\n"):
+            self.drop(item.id, item.source, "bad_id", f"{item.origin}: id contains a tab or line break")
+            return None
+        tokens = self.cleaner(item)
+        if isinstance(tokens, Drop):
+            self.drop(item.id, item.source, tokens.reason, tokens.detail)
+            return None
+        return tokens
+
+    def _payload(self, item: Sample) -> bytes | np.ndarray | None:
+        """The item's image bytes or pixels; None (and the item dropped) when there are none."""
+        if item.load is None:
+            self.drop(item.id, item.source, "missing_image", f"{item.origin}: no image for this label")
+            return None
+        try:
+            return item.load()
+        except FileNotFoundError as exc:
+            self.drop(item.id, item.source, "missing_image", f"{item.origin}: {exc}")
+        except (TexscribeError, OSError) as exc:
+            self.drop(item.id, item.source, "bad_image", f"{item.origin}: {exc}")
+        return None
+
+    def finish(self, item_id: str, outcome: tuple[str, int, int] | Drop) -> None:
+        """Record the outcome of an item's image: a kept record, or a drop."""
+        source, tokens, name = self.pending.pop(item_id)
+        if isinstance(outcome, Drop):
+            self.drop(item_id, source, outcome.reason, outcome.detail)
+            return
+        key, height, width = outcome
+        self.state[name] = outcome
+        self.records[item_id] = PreparedRecord(
+            item_id, self.writer.images / name, tokens, source, height, width
+        )
+        self.counts.count_kept(source)
+
+    def kept(self) -> list[PreparedRecord]:
+        """The kept records in the order their items were read."""
+        return [self.records[i] for i in self.seen if i in self.records]
+
+    def state_lines(self, kept: list[PreparedRecord]) -> list[str]:
+        """The state file's lines for the images of `kept` (sorted by file name)."""
+        names = sorted({r.image_path.name for r in kept})
+        return [_state_line(name, *self.state[name]) for name in names if name in self.state]
+
+
 def prepare(
     sources: list[str],
     out: str | Path,
@@ -165,113 +233,69 @@ def prepare(
     limit: int | None = None,
     cleaner: LabelCleaner | None = None,
     progress: bool = True,
-) -> PrepareResult:
+) -> DatasetCounts:
     """Read `sources` (`PATH[:SPLIT]` specs), clean them and write a prepared dataset to `out`.
 
     `vocab_from`: a prepared folder (or vocab.json) whose vocabulary is reused (for test splits);
     tokens outside it are kept and counted in `unknown_tokens`. `limit`: read at most that many
     items per source. `workers <= 1` runs in-process.
     """
-    from tqdm import tqdm
-
-    from texscribe.data.report import write_report
-
     started = time.perf_counter()
-    out = Path(out)
-    _check_out_dir(out)
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    writer = PreparedWriter(Path(out), STATE)
+    writer.check_target()
+    writer.make_dirs()
     settings = _Settings(margin, max_height, max_pixels)
-    cleaner = cleaner or LabelCleaner(max_label_len=max_label_len)
     base_vocab = _load_vocab(Path(vocab_from)) if vocab_from else None
     specs = [SourceSpec.parse(s) for s in sources]
-    result = PrepareResult(out=out, sources=[str(s) for s in specs])
-    state = _load_state(out / STATE)
-    skipped: list[Skipped] = []
-    records: dict[str, PreparedRecord] = {}
-    pending: dict[str, tuple[str, list[str], str]] = {}  # id -> (source, tokens, file name)
-    seen: dict[str, str] = {}
-
-    def drop(item_id: str, source: str, reason: str, detail: str) -> None:
-        skipped.append(Skipped(item_id, source, reason, detail))
-        result.dropped[reason] += 1
-        result.per_source[source][reason] += 1
-
-    def jobs(items: Iterable[Sample | Skipped], bar: tqdm) -> Iterator[_Job]:
-        for item in items:
-            result.n_in += 1
-            result.per_source[item.source]["in"] += 1
-            bar.update(1)
-            if isinstance(item, Skipped):
-                drop(item.id, item.source, item.reason, item.detail)
-                continue
-            if item.id in seen:
-                drop(
-                    item.id,
-                    item.source,
-                    "duplicate_id",
-                    f"{item.origin}: id already read from {seen[item.id]}",
-                )
-                continue
-            seen[item.id] = item.origin
-            if any(ch in item.id for ch in "\t\r\n"):
-                drop(item.id, item.source, "bad_id", f"{item.origin}: id contains a tab or line break")
-                continue
-            tokens = cleaner(item)
-            if isinstance(tokens, Drop):
-                drop(item.id, item.source, tokens.reason, tokens.detail)
-                continue
-            if item.load is None:
-                drop(item.id, item.source, "missing_image", f"{item.origin}: no image for this label")
-                continue
-            try:
-                payload = item.load()
-            except FileNotFoundError as exc:
-                drop(item.id, item.source, "missing_image", f"{item.origin}: {exc}")
-                continue
-            except (TexscribeError, OSError) as exc:
-                drop(item.id, item.source, "bad_image", f"{item.origin}: {exc}")
-                continue
-            name = image_filename(item.id)
-            dest = out / IMAGES_DIR / name
-            key = _payload_key(payload, settings)
-            pending[item.id] = (item.source, tokens, name)
-            previous = state.get(name)
-            if previous and previous[0] == key and dest.is_file():
-                finish(item.id, previous)
-                result.reused += 1
-                continue
-            yield _Job(item.id, item.origin, payload, dest, key)
-
-    def finish(item_id: str, outcome: tuple[str, int, int] | Drop) -> None:
-        source, tokens, name = pending.pop(item_id)
-        if isinstance(outcome, Drop):
-            drop(item_id, source, outcome.reason, outcome.detail)
-            return
-        key, height, width = outcome
-        state[name] = outcome
-        records[item_id] = PreparedRecord(item_id, out / IMAGES_DIR / name, tokens, source, height, width)
-        result.per_source[source]["kept"] += 1
-
+    counts = DatasetCounts(out=writer.root, sources=[str(s) for s in specs])
+    run = _Preparation(writer, settings, cleaner or LabelCleaner(max_label_len=max_label_len), counts)
     streams = [open_source(spec, format) for spec in specs]  # every source checked before any work
+    if limit is not None:
+        streams = [itertools.islice(items, limit) for items in streams]
+    _make_images(run, specs, streams, workers, chunksize, progress)
+
+    kept = run.kept()
+    counts.kept = len(kept)
+    vocab = base_vocab or Vocab.build(r.tokens for r in kept)
+    if base_vocab is not None:
+        counts.unknown_tokens = Counter(t for r in kept for t in r.tokens if t not in base_vocab)
+    counts.vocab_size = len(vocab)
+    writer.write(kept, vocab, run.skipped)
+    writer.compact_state(run.state_lines(kept))
+    counts.wall_s = time.perf_counter() - started
+    write_report(writer.root, counts, kept, run.skipped, vocab_from=str(vocab_from) if vocab_from else None)
+    return counts
+
+
+def _make_images(
+    run: _Preparation,
+    specs: list[SourceSpec],
+    streams: list[Iterable[Sample | Skipped]],
+    workers: int,
+    chunksize: int,
+    progress: bool,
+) -> None:
+    """Read every source and decode, crop and write its images, `workers` processes at a time (in-process
+    for <= 1), in bounded chunks so memory stays flat; each written image is logged to the state file."""
+    from tqdm import tqdm
+
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
-        with (out / STATE).open("a", encoding="utf-8") as state_log:
+        with run.writer.open_state_log() as state_log:
             for spec, items in zip(specs, streams):
-                if limit is not None:
-                    items = itertools.islice(items, limit)
                 with tqdm(desc=f"prepare {spec}", unit="item", disable=not progress) as bar:
-                    for chunk in _chunks(jobs(items, bar), max(1, workers) * chunksize * 4):
-                        args = [(job, settings) for job in chunk]
+                    for chunk in _chunks(run.jobs(items, bar), max(1, workers) * chunksize * 4):
+                        args = [(job, run.settings) for job in chunk]
                         outcomes = (
-                            pool.imap(_render_star, args, chunksize=chunksize)
+                            pool.imap(_decode_and_crop_star, args, chunksize=chunksize)
                             if pool
-                            else map(_render_star, args)
+                            else map(_decode_and_crop_star, args)
                         )
                         for job, outcome in zip(chunk, outcomes):
-                            finish(job.id, outcome)
+                            run.finish(job.id, outcome)
                             if not isinstance(outcome, Drop):
-                                result.written += 1
-                                state_log.write(f"{job.dest.name}\t{job.key}\t{outcome[1]}\t{outcome[2]}\n")
+                                run.counts.written += 1
+                                state_log.write(_state_line(job.dest.name, job.key, outcome[1], outcome[2]))
                         state_log.flush()
     except BaseException:
         if pool is not None:
@@ -280,31 +304,3 @@ def prepare(
     if pool is not None:
         pool.close()
         pool.join()
-
-    kept = [records[i] for i in seen if i in records]
-    result.kept = len(kept)
-    vocab = base_vocab or Vocab.build(r.tokens for r in kept)
-    if base_vocab is not None:
-        result.unknown_tokens = Counter(t for r in kept for t in r.tokens if t not in base_vocab)
-    result.vocab_size = len(vocab)
-    vocab.save(out / (VOCAB + ".tmp"))
-    (out / (VOCAB + ".tmp")).replace(out / VOCAB)  # atomic: a training run may be reading it
-    write_manifest(out, kept)
-    write_tsv(out / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped])
-    _remove_orphans(out, {r.image_path.name for r in kept}, state)
-    result.wall_s = time.perf_counter() - started
-    write_report(out, result, kept, skipped, vocab_from=str(vocab_from) if vocab_from else None)
-    return result
-
-
-def _remove_orphans(out: Path, keep: set[str], state: dict[str, tuple[str, int, int]]) -> None:
-    """Delete PNGs from earlier runs that the new manifest no longer lists; rewrite the state file."""
-    for png in (out / IMAGES_DIR).iterdir():
-        if png.name not in keep and png.suffix == ".png":
-            png.unlink()
-    lines = [
-        f"{name}\t{key}\t{h}\t{w}\n" for name in sorted(keep) if name in state for key, h, w in [state[name]]
-    ]
-    tmp = out / (STATE + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(out / STATE)

@@ -7,6 +7,8 @@
 <root>/report.json, report.md, skipped.tsv, plots/*.png
 ```
 `image` is relative to the root. Ids are kept verbatim in the manifest; file names are sanitised.
+Reading: `PreparedDataset.open`. Writing: `PreparedWriter`, the one writer behind `texscribe data prepare`,
+`data render` and `data synth-handwriting`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
+from texscribe.data.sample import Skipped
 from texscribe.errors import InputError
 from texscribe.latex import Vocab
 
@@ -63,17 +66,32 @@ def tsv_field(value: str) -> str:
     return re.sub(r"[\t\r\n]+", " ", value)
 
 
-def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Write a header + rows TSV atomically (a reader never sees a half-written file)."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8, \\n line ends) through a temporary file: a reader, such as a training run,
+    never sees a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="\n") as fh:
-        fh.write("\t".join(columns) + "\n")
-        for row in rows:
-            fh.write("\t".join(tsv_field(str(v)) for v in row) + "\n")
+        fh.write(text)
     os.replace(tmp, path)
 
 
-def write_manifest(root: Path, records: Sequence[PreparedRecord]) -> None:
+def write_png_atomic(image: np.ndarray, dest: Path) -> None:
+    """Save a canonical (H, W) image as `dest` through a temporary PNG (an interrupted run leaves no half file)."""
+    from texscribe.images import save_png
+
+    tmp = dest.with_name(dest.name + ".tmp.png")
+    save_png(image, tmp)
+    tmp.replace(dest)
+
+
+def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a header + rows TSV atomically (a reader never sees a half-written file)."""
+    lines = ["\t".join(columns) + "\n"]
+    lines += ["\t".join(tsv_field(str(v)) for v in row) + "\n" for row in rows]
+    write_text_atomic(path, "".join(lines))
+
+
+def write_prepared_manifest(root: Path, records: Sequence[PreparedRecord]) -> None:
     """`root/manifest.tsv` for `records`; image paths are written relative to `root` (they may lie outside it)."""
     rows = [
         (
@@ -93,12 +111,12 @@ def write_subset(root: Path, records: Sequence[PreparedRecord], vocab: Vocab | N
     """A prepared dataset at `root` listing `records` of other prepared datasets, whose images stay where
     they are; its vocabulary is `vocab`, or built from the records."""
     root.mkdir(parents=True, exist_ok=True)
-    write_manifest(root, records)
+    write_prepared_manifest(root, records)
     (vocab if vocab is not None else Vocab.build(r.tokens for r in records)).save(root / VOCAB)
     return root
 
 
-def read_manifest(root: Path) -> list[PreparedRecord]:
+def read_prepared_manifest(root: Path) -> list[PreparedRecord]:
     """Parse `<root>/manifest.tsv`; `InputError` naming the line for any malformed row."""
     path = root / MANIFEST
     lines = path.read_text(encoding="utf-8").split("\n")
@@ -128,6 +146,65 @@ def read_manifest(root: Path) -> list[PreparedRecord]:
     return records
 
 
+class PreparedWriter:
+    """Writes the prepared dataset folder `root`, the same way for every tool that makes one.
+
+    Images go to `image_path(id)` as they are made (`write_png_atomic`); `write` then puts down the
+    manifest, vocabulary and skipped list, each atomically (a training run may be reading them), and deletes
+    the PNGs of earlier runs that the new manifest does not list. `state` names the tool's resume log in the
+    folder (`.prepare_state.tsv`, ...; None: none): appended as images are written, compacted at the end.
+    """
+
+    def __init__(self, root: Path, state: str | None = None):
+        self.root = Path(root)
+        self.images = self.root / IMAGES_DIR
+        self.state_path = self.root / state if state else None
+
+    def check_target(self) -> None:
+        """Refuse a `root` that is a file, or a non-empty folder that is not a prepared dataset (neither a
+        manifest nor this tool's state file): `InputError`, nothing written."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise InputError("output path exists and is not a folder", source=str(root))
+        markers = [root / MANIFEST] + ([self.state_path] if self.state_path else [])
+        if root.is_dir() and any(root.iterdir()) and not any(m.exists() for m in markers):
+            raise InputError(
+                f"output folder is not empty and is not a prepared dataset (no {' or '.join(m.name for m in markers)}); "
+                "choose a new or empty --out folder",
+                source=str(root),
+            )
+
+    def make_dirs(self) -> None:
+        self.images.mkdir(parents=True, exist_ok=True)
+
+    def image_path(self, sample_id: str) -> Path:
+        """Where the image of `sample_id` goes (`image_filename`)."""
+        return self.images / image_filename(sample_id)
+
+    def open_state_log(self) -> TextIO:
+        """The state file opened for appending one line per finished image (flush after each batch)."""
+        assert self.state_path is not None, "this writer has no state file"
+        return self.state_path.open("a", encoding="utf-8")
+
+    def write(self, records: Sequence[PreparedRecord], vocab: Vocab, skipped: Sequence[Skipped]) -> None:
+        """vocab.json, manifest.tsv and skipped.tsv for `records` / `skipped`; then the images under images/
+        that `records` do not list (left by an earlier run with other settings, or a temp file) are deleted."""
+        write_text_atomic(self.root / VOCAB, vocab.to_json())
+        write_prepared_manifest(self.root, records)
+        write_tsv(
+            self.root / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped]
+        )
+        keep = {r.image_path.name for r in records}
+        for png in self.images.iterdir():
+            if png.suffix == ".png" and png.name not in keep:
+                png.unlink()
+
+    def compact_state(self, lines: Iterable[str]) -> None:
+        """Rewrite the state file with `lines` (each ending in a newline): the entries still worth reusing."""
+        assert self.state_path is not None, "this writer has no state file"
+        write_text_atomic(self.state_path, "".join(lines))
+
+
 class PreparedDataset:
     """A prepared folder opened for reading: `.records`, `.vocab`, `.root`, `load_image(record)`."""
 
@@ -155,7 +232,7 @@ class PreparedDataset:
             vocab = Vocab.load(root / VOCAB)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"unreadable vocabulary: {exc}", source=str(root / VOCAB)) from exc
-        return cls(root, read_manifest(root), vocab)
+        return cls(root, read_prepared_manifest(root), vocab)
 
     def load_image(self, record: PreparedRecord) -> np.ndarray:
         """Canonical float32 (H, W) in [0, 1], ink bright (`texscribe.images.read_png`)."""

@@ -8,11 +8,12 @@ Plots use matplotlib's Agg canvas directly, so no display or global backend is t
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,39 @@ from texscribe.data.cleaning import REASONS
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
 from texscribe.data.sample import Skipped
 
-if TYPE_CHECKING:
-    from texscribe.data.prepare import PrepareResult
-
 EXAMPLES_PER_REASON = 5
+
+
+@dataclass
+class DatasetCounts:
+    """What a prepared dataset's report counts, for any tool that made it (`prepare` returns it): items
+    read (`n_in`), kept, `dropped` (reason code -> count), the same per source, vocabulary size, tokens
+    outside a reused vocabulary, images written now / reused from an earlier run, wall time in seconds."""
+
+    out: Path
+    sources: list[str]
+    n_in: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    per_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    unknown_tokens: Counter = field(default_factory=Counter)
+    vocab_size: int = 0
+    written: int = 0
+    reused: int = 0
+    wall_s: float = 0.0
+
+    def count_read(self, source: str) -> None:
+        """One more item read from `source`."""
+        self.n_in += 1
+        self.per_source[source]["in"] += 1
+
+    def count_dropped(self, source: str, reason: str) -> None:
+        """An item of `source` dropped for `reason` (a code of `texscribe.data.cleaning.REASONS` or a tool's)."""
+        self.dropped[reason] += 1
+        self.per_source[source][reason] += 1
+
+    def count_kept(self, source: str) -> None:
+        self.per_source[source]["kept"] += 1
 
 
 def _stats(values: Sequence[int]) -> dict[str, float]:
@@ -40,12 +70,12 @@ def _stats(values: Sequence[int]) -> dict[str, float]:
 
 
 def build_report(
-    result: PrepareResult,
+    result: DatasetCounts,
     records: Sequence[PreparedRecord],
     skipped: Sequence[Skipped],
     vocab_from: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON-able report of one prepare run."""
+    """The JSON-able report of one prepared dataset."""
     examples: dict[str, list[str]] = defaultdict(list)
     for item in skipped:
         if len(examples[item.reason]) < EXAMPLES_PER_REASON:
@@ -172,7 +202,7 @@ def plot_image_sizes(heights: Sequence[int], widths: Sequence[int], path: Path) 
 
 def write_report(
     out: Path,
-    result: PrepareResult,
+    result: DatasetCounts,
     records: Sequence[PreparedRecord],
     skipped: Sequence[Skipped],
     vocab_from: str | None = None,

@@ -20,17 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from texscribe.data.prepared import (
-    IMAGES_DIR,
-    MANIFEST,
-    SKIPPED,
-    SKIPPED_COLUMNS,
-    VOCAB,
-    PreparedRecord,
-    image_filename,
-    write_manifest,
-    write_tsv,
-)
+from texscribe.data.prepared import PreparedRecord, PreparedWriter, write_png_atomic
 from texscribe.data.sample import Skipped
 from texscribe.errors import InputError
 from texscribe.latex import Vocab, to_text
@@ -39,7 +29,14 @@ from texscribe.render.glyph_bank import GlyphBank, load_or_build
 from texscribe.render.handwriting import missing_symbols, render_handwriting
 from texscribe.render.handwriting_corpus import DEFAULT_MAX_LEN, FormulaSelection, select_formulas
 from texscribe.render.handwriting_layout import LayoutFailure
-from texscribe.render.job_state import check_out_dir, cpu_seconds, load_state, state_line
+from texscribe.render.job_state import (
+    cpu_seconds,
+    load_state,
+    logged_outcomes,
+    reuse_outcomes,
+    state_line,
+    worker_pool,
+)
 
 GENERATOR_VERSION = 1  # bump when images of the same (seed, i, formula) change
 STATE = ".synth_state.tsv"
@@ -110,8 +107,6 @@ def _init_worker(bank_path: str) -> None:
 
 def _generate(args: tuple[list[_Job], int]) -> list[tuple[str, object]]:
     """Worker: draw and write one chunk; (id, (h, w)) or (id, LayoutFailure) per job."""
-    from texscribe.images import save_png
-
     jobs, seed = args
     assert _BANK is not None, "worker started without its glyph bank"
     out: list[tuple[str, object]] = []
@@ -124,9 +119,7 @@ def _generate(args: tuple[list[_Job], int]) -> list[tuple[str, object]]:
         if isinstance(image, LayoutFailure):
             out.append((job.id, image))
             continue
-        tmp = job.dest.with_name(job.dest.name + ".tmp.png")
-        save_png(image.astype(np.float32) / 255.0, tmp)
-        tmp.replace(job.dest)
+        write_png_atomic(image.astype(np.float32) / 255.0, job.dest)
         out.append((job.id, (int(image.shape[0]), int(image.shape[1]))))
     return out
 
@@ -151,46 +144,76 @@ def synth_handwriting(
     the CROHME train vocabulary and `max_len` tokens, never a 2014 test formula. Glyphs: the bank of the
     InkML train split (`inkml`, default `<data root>/crohme/crohme_inkml.zip`), cached at `bank`.
     """
-    from tqdm import tqdm
-
     started = time.perf_counter()
     if count < 1 or workers < 1:
         raise InputError(f"count and workers must be >= 1, got {count} and {workers}")
-    out = Path(out)
-    check_out_dir(out, (STATE, MANIFEST), "synth-handwriting")
+    writer = PreparedWriter(Path(out), STATE)
+    writer.check_target()
+    glyphs, bank_path, selection = _glyphs_and_formulas(data_root, inkml, bank, extra_formulas, max_len)
+    result = SynthResult(
+        out=writer.root, requested=count, formulas=len(selection.formulas), bank_path=bank_path
+    )
+    writer.make_dirs()
+    jobs = _plan_jobs(writer, selection, count, seed, bank_path)
+    outcomes, todo = reuse_outcomes(jobs, load_state(writer.state_path), LayoutFailure)
+    result.reused = len(outcomes)
+    _generate_all(todo, outcomes, writer, glyphs, bank_path, seed, workers, progress, result)
+    _finish(writer, jobs, outcomes, selection, glyphs, result, started, seed, workers)
+    return result
+
+
+def _glyphs_and_formulas(
+    data_root: str | Path | None,
+    inkml: str | Path | None,
+    bank: str | Path | None,
+    extra_formulas: Sequence[str | Path] | None,
+    max_len: int,
+) -> tuple[GlyphBank, Path, FormulaSelection]:
+    """(glyph bank, its cache file, the usable formulas): `InputError` when the InkML zip is missing or no
+    formula can be drawn."""
     root = find_data_root(data_root, "crohme")
-    crohme_zip = root / NAMED["crohme"]
     inkml_path = Path(inkml) if inkml else root / INKML
     if not inkml_path.exists():
         raise InputError("CROHME InkML zip not found; pass --inkml PATH", source=str(inkml_path))
     extra = [Path(p) for p in extra_formulas] if extra_formulas is not None else [root / NAMED["k12"]]
     glyphs, bank_path = load_or_build(inkml_path, bank)
-    selection = select_formulas(crohme_zip, extra, lambda t: missing_symbols(t, glyphs), max_len=max_len)
+    selection = select_formulas(
+        root / NAMED["crohme"], extra, lambda t: missing_symbols(t, glyphs), max_len=max_len
+    )
     if not selection.formulas:
         raise InputError("no formula is usable (see the drop reasons); check the formula files")
-    result = SynthResult(out=out, requested=count, formulas=len(selection.formulas), bank_path=bank_path)
+    return glyphs, bank_path, selection
 
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+
+def _plan_jobs(
+    writer: PreparedWriter, selection: FormulaSelection, count: int, seed: int, bank_path: Path
+) -> list[_Job]:
+    """Sample i draws formula `formula_order(...)[i]`; its id `hw-<seed>-<i>` names its image."""
     jobs = []
     for i, f in enumerate(formula_order(len(selection.formulas), count, seed)):
         formula = selection.formulas[f]
         sample_id = f"hw-{seed}-{i:07d}"
         key = sample_key(seed, i, formula.tokens, bank_path)
-        dest = out / IMAGES_DIR / image_filename(sample_id)
+        dest = writer.image_path(sample_id)
         jobs.append(_Job(i, sample_id, formula.tokens, f"{SOURCE}:{formula.source}", dest, key))
+    return jobs
 
-    state = load_state(out / STATE)
-    outcomes: dict[str, object] = {}
-    todo = []
-    for job in jobs:
-        cached = state.get(job.id)
-        if cached and cached[0] == job.key and (cached[1] == "fail" or job.dest.is_file()):
-            outcomes[job.id] = (
-                (int(cached[2]), int(cached[3])) if cached[1] == "ok" else LayoutFailure(*cached[2:4])
-            )
-            result.reused += 1
-        else:
-            todo.append(job)
+
+def _generate_all(
+    todo: list[_Job],
+    outcomes: dict[str, object],
+    writer: PreparedWriter,
+    glyphs: GlyphBank,
+    bank_path: Path,
+    seed: int,
+    workers: int,
+    progress: bool,
+    result: SynthResult,
+) -> None:
+    """Draw `todo` in chunks of `CHUNK`, in `workers` spawned processes that each load the bank (or in this
+    one with `glyphs`); each outcome goes into `outcomes` and the state log."""
+    global _BANK
+    from tqdm import tqdm
 
     gen_started, cpu_started = time.perf_counter(), cpu_seconds()
     tasks = [(chunk, seed) for chunk in _chunks(todo, CHUNK)]
@@ -198,37 +221,23 @@ def synth_handwriting(
     if workers > 1 and len(tasks) > 1:
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (str(bank_path),))
     else:
-        global _BANK
         _BANK = glyphs
-    by_id = {job.id: job for job in todo}
-    try:
-        with (
-            (out / STATE).open("a", encoding="utf-8") as log,
-            tqdm(total=len(todo), desc="synth handwriting", unit="img", disable=not progress) as bar,
-        ):
-            stream = pool.imap(_generate, tasks) if pool else map(_generate, tasks)
-            for chunk in stream:
-                for job_id, outcome in chunk:
-                    outcomes[job_id] = outcome
-                    result.generated += 1
-                    log.write(state_line(job_id, by_id[job_id].key, outcome))
-                log.flush()
-                bar.update(len(chunk))
-    except BaseException:
-        if pool is not None:
-            pool.terminate()
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+    keys = {job.id: job.key for job in todo}
+    with (
+        worker_pool(pool),
+        writer.open_state_log() as log,
+        tqdm(total=len(todo), desc="synth handwriting", unit="img", disable=not progress) as bar,
+    ):
+        chunks = pool.imap(_generate, tasks) if pool else map(_generate, tasks)
+        for job_id, outcome in logged_outcomes(chunks, keys, log, bar):
+            outcomes[job_id] = outcome
+            result.generated += 1
     result.generate_s = time.perf_counter() - gen_started
     result.cpu_s = cpu_seconds() - cpu_started
-    _finish(out, jobs, outcomes, selection, glyphs, result, started, seed, workers)
-    return result
 
 
 def _finish(
-    out: Path,
+    writer: PreparedWriter,
     jobs: list[_Job],
     outcomes: dict[str, object],
     selection: FormulaSelection,
@@ -260,19 +269,10 @@ def _finish(
     result.kept = len(records)
     result.failures = Counter(s.reason for s in failed)
     skipped = selection.skipped + failed
-    Vocab.build(r.tokens for r in records).save(out / VOCAB)
-    write_manifest(out, records)
-    write_tsv(out / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped])
-    keep = {r.image_path.name for r in records}
-    for png in (out / IMAGES_DIR).iterdir():
-        if png.suffix == ".png" and png.name not in keep:
-            png.unlink()  # from an earlier run with a larger count or other settings, or a temp file
-    lines = [state_line(j.id, j.key, outcomes[j.id]) for j in jobs if j.id in outcomes]
-    tmp = out / (STATE + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(out / STATE)
+    writer.write(records, Vocab.build(r.tokens for r in records), skipped)
+    writer.compact_state(state_line(j.id, j.key, outcomes[j.id]) for j in jobs if j.id in outcomes)
     result.wall_s = time.perf_counter() - started
-    write_synth_report(out, records, skipped, selection, glyphs, result, seed, workers)
+    write_synth_report(writer.root, records, skipped, selection, glyphs, result, seed, workers)
 
 
 def _chunks(jobs: Sequence[_Job], size: int) -> Iterator[list[_Job]]:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from texscribe.data.cleaning import REASONS
-from texscribe.data.prepare import PrepareResult
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
-from texscribe.data.report import render_markdown, write_report
+from texscribe.data.report import DatasetCounts, render_markdown, write_report
 from texscribe.data.sample import Skipped
 from texscribe.latex import Vocab
 from texscribe.render.glyph_bank import GlyphBank
@@ -43,15 +42,14 @@ def write_synth_report(
     workers: int,
 ) -> dict[str, Any]:
     """Write report.json / report.md / plots under `out`; returns the report dict."""
-    prep = PrepareResult(out=out, sources=sorted(selection.read))
+    prep = DatasetCounts(out=out, sources=sorted(selection.read))
     for item in skipped:
-        prep.per_source[item.source]["in"] += 1
-        prep.per_source[item.source][item.reason] += 1
-        prep.dropped[item.reason] += 1
+        prep.count_read(item.source)
+        prep.count_dropped(item.source, item.reason)
     for record in records:
-        prep.per_source[record.source]["in"] += 1
-        prep.per_source[record.source]["kept"] += 1
-    prep.n_in, prep.kept = len(skipped) + len(records), len(records)
+        prep.count_read(record.source)
+        prep.count_kept(record.source)
+    prep.kept = len(records)
     prep.vocab_size = len(Vocab.build(r.tokens for r in records))
     prep.written, prep.reused = result.generated - sum(result.failures.values()), result.reused
     prep.wall_s = result.wall_s

@@ -17,24 +17,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from texscribe.data.prepare import PrepareResult
-from texscribe.data.prepared import (
-    IMAGES_DIR,
-    MANIFEST,
-    SKIPPED,
-    SKIPPED_COLUMNS,
-    VOCAB,
-    PreparedRecord,
-    image_filename,
-    write_manifest,
-    write_tsv,
-)
+from texscribe.data.prepared import PreparedRecord, PreparedWriter, write_png_atomic
+from texscribe.data.report import DatasetCounts
 from texscribe.data.sample import Skipped
 from texscribe.errors import InputError
-from texscribe.images import save_png
 from texscribe.latex import Vocab
 from texscribe.render.corpus import Corpus, CorpusSpec, build_corpus
-from texscribe.render.job_state import check_out_dir, cpu_seconds, load_state, state_line
+from texscribe.render.job_state import (
+    cpu_seconds,
+    load_state,
+    logged_outcomes,
+    reuse_outcomes,
+    state_line,
+    worker_pool,
+)
 from texscribe.render.renderer import DEFAULT_MARGIN, RENDERER_VERSION, choose_renderer, render_formulas
 from texscribe.render.report import write_render_report
 from texscribe.render.style import RenderFailure, RenderStyle, StyleSpace, style_key
@@ -98,9 +94,7 @@ def _render_batch(args: tuple[list[_Job], str, int, float | None]) -> list[tuple
         if isinstance(img, RenderFailure):
             out.append((job.id, img))
             continue
-        tmp = job.dest.with_name(job.dest.name + ".tmp.png")
-        save_png(img, tmp)
-        tmp.replace(job.dest)
+        write_png_atomic(img, job.dest)
         out.append((job.id, (int(img.shape[0]), int(img.shape[1]))))
     return out
 
@@ -140,8 +134,6 @@ def render_dataset(
     per formula, each in its own drawn style. Failed formulas are recorded with their cause in
     skipped.tsv and the report, never stop the run.
     """
-    from tqdm import tqdm
-
     started = time.perf_counter()
     out = Path(out)
     styles = styles or StyleSpace()
@@ -149,10 +141,10 @@ def render_dataset(
         raise InputError(f"variants and batch size must be >= 1, got {variants} and {batch_size}")
     specs = [CorpusSpec.parse(c, data_root) for c in corpora]  # every corpus checked before any work
     engine = choose_renderer(renderer, styles.fonts)
-    check_out_dir(out, (STATE, MANIFEST), "render")
-    held_root = out / HELD_OUT_DIR
-    for root in (out, held_root):
-        (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    writers = {False: PreparedWriter(out, STATE), True: PreparedWriter(out / HELD_OUT_DIR)}  # by held-out
+    writers[False].check_target()
+    for writer in writers.values():
+        writer.make_dirs()
     corpus = build_corpus(
         specs,
         limit=limit,
@@ -164,152 +156,148 @@ def render_dataset(
     )
     result = RenderResult(out=out, renderer=engine)
     result.corpus_dropped = Counter(s.reason for s in corpus.skipped)
+    jobs = _plan_jobs(corpus, styles, variants, engine, writers)
+    outcomes, todo = reuse_outcomes(jobs, load_state(out / STATE), RenderFailure)
+    result.reused = len(outcomes)
+    _render_all(
+        todo, outcomes, writers[False], (engine, margin, timeout), batch_size, workers, progress, result
+    )
+    result.failures = Counter(o.cause for o in outcomes.values() if isinstance(o, RenderFailure))
+    splits = {held: _split(held, writers[held].root, jobs, outcomes, corpus, specs) for held in (False, True)}
+    _write_splits(splits, writers, {j.id for j in todo}, result)
+    writers[False].compact_state(
+        state_line(j.id, j.key, outcomes[j.id])
+        for j in jobs
+        if j.id in outcomes and _cacheable(outcomes[j.id])
+    )
+    result.wall_s = time.perf_counter() - started
+    for held, split in splits.items():
+        split.counts.wall_s = result.wall_s
+        write_render_report(
+            writers[held].root, split.counts, split.records, split.skipped, result, styles, corpus,
+            split.styles, held_out=held,
+        )  # fmt: skip
+    return result
 
+
+def _plan_jobs(
+    corpus: Corpus, styles: StyleSpace, variants: int, engine: str, writers: dict[bool, PreparedWriter]
+) -> list[_Job]:
+    """`variants` renderings of every formula, each in its own drawn style, into its split's folder."""
     jobs: list[_Job] = []
     for formula in corpus.formulas:
         for v in range(variants):
             job_id = formula.id if variants == 1 else f"{formula.id}-v{v}"
             style = styles.pick(formula.latex, v)
-            root = held_root if formula.held_out else out
             key = style_key(formula.latex, style, engine, RENDERER_VERSION)
-            dest = root / IMAGES_DIR / image_filename(job_id)
+            dest = writers[formula.held_out].image_path(job_id)
             jobs.append(
                 _Job(
                     job_id, formula.latex, formula.tokens, formula.source, style, dest, key, formula.held_out
                 )
             )
+    return jobs
 
-    state = load_state(out / STATE)
-    outcomes: dict[str, object] = {}
-    todo: list[_Job] = []
-    for job in jobs:
-        cached = state.get(job.id)
-        if cached and cached[0] == job.key and cached[1] == "ok" and job.dest.is_file():
-            outcomes[job.id] = (int(cached[2]), int(cached[3]))
-            result.reused += 1
-        elif cached and cached[0] == job.key and cached[1] == "fail":
-            outcomes[job.id] = RenderFailure(cached[2], cached[3])
-            result.reused += 1
-        else:
-            todo.append(job)
+
+def _render_all(
+    todo: list[_Job],
+    outcomes: dict[str, object],
+    writer: PreparedWriter,
+    how: tuple[str, int, float | None],
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    result: RenderResult,
+) -> None:
+    """Render `todo` in font batches of `batch_size` with `how` = (renderer, margin, timeout), in a pool of
+    `workers` processes; each outcome goes into `outcomes` and, when cacheable, the state log."""
+    from tqdm import tqdm
 
     result.attempted = len(todo)
     render_started, cpu_started = time.perf_counter(), cpu_seconds()
-    by_id = {job.id: job for job in jobs}
-    args = [(batch, engine, margin, timeout) for batch in _batches(todo, batch_size)]
-    pool = multiprocessing.Pool(workers) if workers > 1 and len(args) > 1 else None
-    try:
-        with (
-            (out / STATE).open("a", encoding="utf-8") as log,
-            tqdm(total=len(todo), desc=f"render ({engine})", unit="formula", disable=not progress) as bar,
-        ):
-            stream = pool.imap_unordered(_render_batch, args) if pool else map(_render_batch, args)
-            for batch in stream:
-                for job_id, outcome in batch:
-                    outcomes[job_id] = outcome
-                    if not isinstance(outcome, RenderFailure):
-                        result.rendered += 1
-                    if _cacheable(outcome):
-                        log.write(state_line(job_id, by_id[job_id].key, outcome))
-                log.flush()
-                bar.update(len(batch))
-    except BaseException:
-        if pool is not None:
-            pool.terminate()  # Ctrl-C or an error: do not wait for queued batches
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+    keys = {job.id: job.key for job in todo}
+    args = [(batch, *how) for batch in _batches(todo, batch_size)]
+    with (
+        worker_pool(multiprocessing.Pool(workers) if workers > 1 and len(args) > 1 else None) as pool,
+        writer.open_state_log() as log,
+        tqdm(total=len(todo), desc=f"render ({how[0]})", unit="formula", disable=not progress) as bar,
+    ):
+        batches = pool.imap_unordered(_render_batch, args) if pool else map(_render_batch, args)
+        for job_id, outcome in logged_outcomes(batches, keys, log, bar, keep=_cacheable):
+            outcomes[job_id] = outcome
+            if not isinstance(outcome, RenderFailure):
+                result.rendered += 1
     result.render_s = time.perf_counter() - render_started
     result.cpu_s = cpu_seconds() - cpu_started
 
-    _finish(out, held_root, jobs, outcomes, {j.id for j in todo}, corpus, result, specs, styles, started)
-    return result
+
+@dataclass
+class _Split:
+    """One output dataset (train or held-out): its records, skipped items, report counts and the styles
+    of its kept renderings (kind -> value -> count)."""
+
+    records: list[PreparedRecord]
+    skipped: list[Skipped]
+    counts: DatasetCounts
+    styles: dict[str, Counter]
 
 
-def _finish(
-    out: Path,
-    held_root: Path,
+def _split(
+    held: bool,
+    root: Path,
     jobs: list[_Job],
     outcomes: dict[str, object],
-    new_ids: set[str],
     corpus: Corpus,
-    result: RenderResult,
     specs: list[CorpusSpec],
-    styles: StyleSpace,
-    started: float,
-) -> None:
-    """Write both prepared datasets (manifest, vocab, skipped, report) and compact the state file."""
-    splits: dict[bool, tuple[list[PreparedRecord], list[Skipped], PrepareResult, dict[str, Counter]]] = {}
-    for held in (False, True):
-        root = held_root if held else out
-        records: list[PreparedRecord] = []
-        counts: dict[str, Counter] = defaultdict(Counter)
-        skipped: list[Skipped] = [] if held else list(corpus.skipped)
-        prep = PrepareResult(out=root, sources=[s.name for s in specs])
-        if not held:
-            for item in corpus.skipped:
-                prep.per_source[item.source]["in"] += 1
-                prep.per_source[item.source][item.reason] += 1
-                prep.dropped[item.reason] += 1
-            prep.n_in = len(corpus.skipped)
-        for job in (j for j in jobs if j.held_out == held):
-            prep.n_in += 1
-            prep.per_source[job.source]["in"] += 1
-            outcome = outcomes.get(job.id)
-            if isinstance(outcome, RenderFailure) or outcome is None:
-                failure = outcome or RenderFailure("renderer_error", "no result (interrupted)")
-                detail = f"{failure.detail} | style {job.style.tag()} | {job.latex[:200]}"
-                skipped.append(Skipped(job.id, job.source, failure.cause, detail))
-                prep.dropped[failure.cause] += 1
-                prep.per_source[job.source][failure.cause] += 1
-                continue
-            h, w = outcome  # type: ignore[misc]
-            records.append(PreparedRecord(job.id, job.dest, list(job.tokens), job.source, h, w))
-            prep.per_source[job.source]["kept"] += 1
-            style = job.style
-            counts["font"][style.font] += 1
-            counts["size_pt"][f"{style.size:g}"] += 1
-            counts["dpi"][str(style.dpi)] += 1
-            counts["math_style"]["display" if style.display else "text"] += 1
-            counts["degraded"]["yes" if style.degrade_seed is not None else "no"] += 1
-        prep.kept = len(records)
-        splits[held] = (records, skipped, prep, counts)
+) -> _Split:
+    """The train (`held` False: with the corpus' dropped formulas) or held-out dataset at `root` from the
+    jobs' outcomes; a job without an outcome (an interrupted run) is skipped as `renderer_error`."""
+    split = _Split([], [], DatasetCounts(out=root, sources=[s.name for s in specs]), defaultdict(Counter))
+    if not held:
+        split.skipped += corpus.skipped
+        for item in corpus.skipped:
+            split.counts.count_read(item.source)
+            split.counts.count_dropped(item.source, item.reason)
+    for job in (j for j in jobs if j.held_out == held):
+        split.counts.count_read(job.source)
+        outcome = outcomes.get(job.id)
+        if isinstance(outcome, RenderFailure) or outcome is None:
+            failure = outcome or RenderFailure("renderer_error", "no result (interrupted)")
+            detail = f"{failure.detail} | style {job.style.tag()} | {job.latex[:200]}"
+            split.skipped.append(Skipped(job.id, job.source, failure.cause, detail))
+            split.counts.count_dropped(job.source, failure.cause)
+            continue
+        h, w = outcome  # type: ignore[misc]
+        split.records.append(PreparedRecord(job.id, job.dest, list(job.tokens), job.source, h, w))
+        split.counts.count_kept(job.source)
+        _count_style(split.styles, job.style)
+    split.counts.kept = len(split.records)
+    return split
 
-    train_records = splits[False][0]
-    vocab = Vocab.build(r.tokens for r in train_records or splits[True][0])
-    kept_names: dict[Path, set[str]] = {}
-    for held, (records, skipped, prep, _) in splits.items():
-        root = held_root if held else out
-        prep.vocab_size = len(vocab)
-        prep.written = sum(1 for r in records if r.id in new_ids)
-        prep.reused = len(records) - prep.written
+
+def _count_style(counts: dict[str, Counter], style: RenderStyle) -> None:
+    counts["font"][style.font] += 1
+    counts["size_pt"][f"{style.size:g}"] += 1
+    counts["dpi"][str(style.dpi)] += 1
+    counts["math_style"]["display" if style.display else "text"] += 1
+    counts["degraded"]["yes" if style.degrade_seed is not None else "no"] += 1
+
+
+def _write_splits(
+    splits: dict[bool, _Split], writers: dict[bool, PreparedWriter], new_ids: set[str], result: RenderResult
+) -> None:
+    """Both datasets with the training part's vocabulary (the held-out part's when training has none)."""
+    vocab = Vocab.build(r.tokens for r in splits[False].records or splits[True].records)
+    for held, split in splits.items():
+        split.counts.vocab_size = len(vocab)
+        split.counts.written = sum(1 for r in split.records if r.id in new_ids)
+        split.counts.reused = len(split.records) - split.counts.written
         if held:
-            prep.unknown_tokens = Counter(t for r in records for t in r.tokens if t not in vocab)
-        vocab.save(root / VOCAB)
-        write_manifest(root, records)
-        write_tsv(root / SKIPPED, SKIPPED_COLUMNS, [(s.id, s.source, s.reason, s.detail) for s in skipped])
-        kept_names[root] = {r.image_path.name for r in records}
-    result.train, result.held_out = len(splits[False][0]), len(splits[True][0])
-    result.failures = Counter(o.cause for o in outcomes.values() if isinstance(o, RenderFailure))
-    for root, names in kept_names.items():
-        for png in (root / IMAGES_DIR).iterdir():
-            if png.suffix == ".png" and png.name not in names:
-                png.unlink()  # left by an earlier run with other settings, or a failed temp file
-    state = [
-        state_line(j.id, j.key, outcomes[j.id])
-        for j in jobs
-        if j.id in outcomes and _cacheable(outcomes[j.id])
-    ]
-    tmp = out / (STATE + ".tmp")
-    tmp.write_text("".join(state), encoding="utf-8")
-    tmp.replace(out / STATE)
-    result.wall_s = time.perf_counter() - started
-    for held, (records, skipped, prep, counts) in splits.items():
-        prep.wall_s = result.wall_s
-        write_render_report(
-            held_root if held else out, prep, records, skipped, result, styles, corpus, counts, held_out=held
-        )
+            split.counts.unknown_tokens = Counter(
+                t for r in split.records for t in r.tokens if t not in vocab
+            )
+        writers[held].write(split.records, vocab, split.skipped)
+    result.train, result.held_out = len(splits[False].records), len(splits[True].records)
 
 
 def _cacheable(outcome: object) -> bool:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from texscribe.data.cleaning import REASONS
-from texscribe.data.prepare import PrepareResult
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
-from texscribe.data.report import render_markdown, write_report
+from texscribe.data.report import DatasetCounts, render_markdown, write_report
 from texscribe.data.sample import Skipped
 from texscribe.render.style import FAILURE_CAUSES, StyleSpace
 
@@ -26,7 +25,7 @@ EXAMPLES = 5
 
 def write_render_report(
     root: Path,
-    prep: PrepareResult,
+    prep: DatasetCounts,
     records: Sequence[PreparedRecord],
     skipped: Sequence[Skipped],
     result: RenderResult,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from texscribe.config import Config, from_dict
+from texscribe.config import Config, stored_config
 from texscribe.data.batching import Batch
 from texscribe.errors import ConfigError
 from texscribe.latex import Vocab
@@ -29,7 +29,7 @@ class LitImageToLatex(L.LightningModule):
         self.save_hyperparameters()
         from texscribe.models.registry import build_model
 
-        self.config: Config = from_dict(Config, config)
+        self.config: Config = stored_config(config)  # a checkpoint's may come from an older version
         self.vocab = Vocab.from_list(vocab)
         self.model = build_model(self.config.model, len(self.vocab))
         self.teacher = None  # mean teacher: the EMA model that is validated and exported
@@ -61,9 +61,7 @@ class LitImageToLatex(L.LightningModule):
                 memory = memory.index_select(torch.arange(2 * b, device=tgt_in.device) % b)
             tgt_in = torch.cat([tgt_in, batch.tgt_in_r2l])
             tgt_out = torch.cat([tgt_out, batch.tgt_out_r2l])
-        tf = self.config.train.teacher_forcing
-        if self.training and tf < 1.0:  # scheduled sampling: only decoders that support it take the argument
-            return model.decoder(memory, tgt_in, teacher_forcing=tf), tgt_out
+        # in training, a decoder built with model.decoder.teacher_forcing < 1 feeds back its own predictions
         return model.decoder(memory, tgt_in), tgt_out
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -85,9 +85,9 @@ def open_source(spec: str | Path | SourceSpec, format: str = "auto") -> Iterator
 
         return read_label_folder(src.path, src.split)
     if fmt == "manifest":
-        from texscribe.data.readers.manifest import read_manifest_file
+        from texscribe.data.readers.manifest import read_manifest_source
 
-        return read_manifest_file(src.path, src.split)
+        return read_manifest_source(src.path, src.split)
     if fmt == "inkml":
         try:
             from texscribe.data.readers.inkml import read_inkml

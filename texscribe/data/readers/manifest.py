@@ -1,4 +1,6 @@
-"""Manifest file: `image_path<TAB>latex` (TSV) or `image_path,latex` (CSV), paths relative to the file.
+"""A manifest source: a user's list of labelled images, `image_path<TAB>latex` (TSV) or `image_path,latex`
+(CSV), paths relative to the file; `data prepare` reads it like any other source. (A prepared dataset's
+own manifest.tsv is read for training by `texscribe.data.prepared.read_prepared_manifest`.)
 
 An optional header line names the columns: image (`image_path`, `image`, `path`, `file`, `filename`),
 label (`latex`, `label`, `formula`, `text`, or `tokens` for space-tokenised labels) and optionally
@@ -62,8 +64,9 @@ def _checked(rows: Any, file: Path) -> Iterator[list[str]]:
         raise InputError(f"cannot parse: {exc}", source=str(file), line=line + 1) from exc
 
 
-def read_manifest_file(path: str | Path, split: str | None = None) -> Iterator[Sample | Skipped]:
-    """Yield a `Sample` per row; `Skipped` for malformed rows, lines that do not decode (`wrong_encoding`),
+def read_manifest_source(path: str | Path, split: str | None = None) -> Iterator[Sample | Skipped]:
+    """Yield a `Sample` per row of the manifest source at `path` (a file, or a folder holding
+    `<split>.tsv|csv`, `manifest.tsv|csv` or a single one); `Skipped` for malformed rows, lines that do not decode (`wrong_encoding`),
     empty labels, missing images, duplicate ids."""
     file = find_manifest(Path(path), split)
     text = decode_lines(file.read_bytes())

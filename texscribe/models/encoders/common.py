@@ -38,7 +38,7 @@ def total_stride(strides: Sequence[Stride]) -> Stride:
     return (math.prod(s[0] for s in strides), math.prod(s[1] for s in strides))
 
 
-def prepare_input(images: Tensor, pixel_mask: Tensor, stride: Stride) -> tuple[Tensor, Tensor]:
+def pad_to_stride(images: Tensor, pixel_mask: Tensor, stride: Stride) -> tuple[Tensor, Tensor]:
     """Pad (B, 1, H, W) images and (B, H, W) mask bottom/right to a multiple of `stride`.
 
     Returns zeroed images (padding pixels set to 0 whatever the batch used) and the valid map

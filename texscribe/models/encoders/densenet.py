@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from texscribe.models.encoders.common import Stride, pool_valid, prepare_input, to_padding_mask
+from texscribe.models.encoders.common import Stride, pad_to_stride, pool_valid, to_padding_mask
 from texscribe.models.interface import Encoder
 
 
@@ -91,7 +91,7 @@ class DenseNetEncoder(Encoder):
         self.stride: Stride = (side, side)
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
-        x, valid = prepare_input(images, pixel_mask, self.stride)
+        x, valid = pad_to_stride(images, pixel_mask, self.stride)
         valid = pool_valid(valid, (2, 2))
         x = F.relu(self.stem_norm(self.stem(x))) * valid
         valid = pool_valid(valid, (2, 2))

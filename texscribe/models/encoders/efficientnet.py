@@ -34,8 +34,8 @@ from texscribe.models.encoders.common import (
     Stride,
     as_pair,
     masked_mean,
+    pad_to_stride,
     pool_valid,
-    prepare_input,
     to_padding_mask,
     total_stride,
 )
@@ -211,7 +211,7 @@ class EfficientNetEncoder(Encoder):
         self.stride: Stride = total_stride([(2, 2), *stage_strides])
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
-        x, valid = prepare_input(images, pixel_mask, self.stride)
+        x, valid = pad_to_stride(images, pixel_mask, self.stride)
         valid = pool_valid(valid, (2, 2))
         x = F.silu(self.stem_norm(self.stem(x))) * valid
         for index, block in enumerate(self.blocks):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from texscribe.models.encoders.common import Stride, pool_valid, prepare_input, to_padding_mask, total_stride
+from texscribe.models.encoders.common import Stride, pad_to_stride, pool_valid, to_padding_mask, total_stride
 from texscribe.models.interface import Encoder
 
 
@@ -85,7 +85,7 @@ class ResNetEncoder(Encoder):
         self.stride: Stride = total_stride(strides)
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
-        x, valid = prepare_input(images, pixel_mask, self.stride)
+        x, valid = pad_to_stride(images, pixel_mask, self.stride)
         first = min(self.stem_stride, 2)
         valid = pool_valid(valid, (first, first))
         x = F.relu(self.stem_norm(self.stem(x)))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from texscribe.models.encoders.common import (
     Stride,
     masked_mean,
-    prepare_input,
+    pad_to_stride,
     run_vgg_layers,
     to_padding_mask,
     total_stride,
@@ -119,7 +119,7 @@ class SATRNEncoder(Encoder):
         self.stride: Stride = total_stride(self.pools)
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
-        x, valid = prepare_input(images, pixel_mask, self.stride)
+        x, valid = pad_to_stride(images, pixel_mask, self.stride)
         x, valid = run_vgg_layers(self.convs, self.norms, self.pools, x, valid)
         x = self.to_dim(x) * valid
         x = x + self.positions(x, valid)
