@@ -141,6 +141,6 @@ def test_the_running_training_checkpoint_still_reads():
 
 
 def load_config_from(ckpt: dict):
-    from texscribe.config import Config, from_dict
+    from texscribe.config import stored_config
 
-    return from_dict(Config, ckpt["hyper_parameters"]["config"])
+    return stored_config(ckpt["hyper_parameters"]["config"])

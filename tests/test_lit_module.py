@@ -42,7 +42,7 @@ def test_validation_predictions_are_what_users_get(monkeypatch):
     with torch.no_grad():
         module.validation_step(batch, 0)
     max_len = max(len(ids) for ids in labels) + 1 + 2  # validation's cap: the longest reference + 2
-    users = Recognizer(LoadedModel(module.evaluated_model(), config, vocab, Path("tiny.pt")))
+    users = Recognizer(LoadedModel(module.evaluated_model(), "torch", config, vocab, Path("tiny.pt")))
     predictions = users.predict_images(images, max_len=max_len)
     assert [c["beam"] for c in calls] == [1, 1]  # validation, then the users' call
     assert module._val_preds == [p.tokens for p in predictions]
