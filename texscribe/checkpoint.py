@@ -80,15 +80,21 @@ def write_stamped(
     return path
 
 
+def load_stamped(path: Path) -> Any:
+    """`torch.load` of a file written by `write_stamped` (weights only); a corrupt or foreign file is a
+    `ModelLoadError` naming it. The caller checks the stamp (format, version) against what it reads."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        raise ModelLoadError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+
+
 def read_model_file(path: str | Path) -> ModelFile:
     """Read and validate a model file; every problem is a `ModelLoadError` that says what to do."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/foreign files
-        raise ModelLoadError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+    payload = load_stamped(path)
     if _is_training_checkpoint(payload):
         raise ModelLoadError(
             f"{path}: a training checkpoint, not a model file; convert it with "

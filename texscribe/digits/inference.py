@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from texscribe.checkpoint import cast_weights, write_stamped
+from texscribe.checkpoint import cast_weights, load_stamped, write_stamped
 from texscribe.digits.models import MODELS, build_digit_model
 from texscribe.digits.preprocess import load_digit_image
 from texscribe.errors import ModelLoadError
@@ -48,10 +48,7 @@ def read_digit_model(path: str | Path | None = None) -> tuple[nn.Module, dict[st
         raise ModelLoadError(
             f"digit model file not found: {path}; train one with `texscribe digits train --model best --out {path}`"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise ModelLoadError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+    payload = load_stamped(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelLoadError(f"{path}: not a texscribe digit model (written by `texscribe digits train`?)")
     if payload.get("format_version") != FORMAT_VERSION:
