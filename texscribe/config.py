@@ -60,6 +60,8 @@ class DataConfig:
     batch_max_size: int = 16
     size_buckets: int | None = None  # k: pad training batches into k k-means-learned shapes (None: any)
     num_workers: int = 0
+    # decoded training/validation images kept in memory as uint8 after their first read (per loader worker)
+    image_cache_mb: int = 2048
     augment: dict[str, Any] = field(default_factory=dict)
 
 
@@ -260,7 +262,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.img_min_height": _at_least(1), "data.img_max_height": _at_least(1),
     "data.img_max_width": _at_least(1), "data.scale": _POSITIVE, "data.max_label_len": _at_least(1),
     "data.batch_max_pixels": _at_least(1), "data.batch_max_size": _at_least(1),
-    "data.size_buckets": _at_least(1), "data.num_workers": _at_least(0), "data.ink_height": _POSITIVE,
+    "data.size_buckets": _at_least(1), "data.num_workers": _at_least(0), "data.image_cache_mb": _at_least(0), "data.ink_height": _POSITIVE,
     "data.ink_height_tolerance": _at_least(1), "data.ink_pen": _POSITIVE,
     "optim.lr": _POSITIVE, "optim.weight_decay": _at_least(0), "optim.momentum": _FRACTION,
     "optim.warmup_steps": _at_least(0), "optim.gamma": _POSITIVE, "optim.min_lr_ratio": _FRACTION,

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from texscribe.config import Config, DataConfig
 from texscribe.data.augment import Augmenter, build_augmenter
 from texscribe.data.batching import Batch, Collate, Item, SizeBucketBatchSampler, kmeans_buckets
-from texscribe.data.prepared import PreparedDataset, PreparedRecord
+from texscribe.data.prepared import DecodedImageCache, PreparedDataset, PreparedRecord
 from texscribe.errors import ConfigError, ImageError
 from texscribe.images import fit_height, fitted_size, preprocess
 from texscribe.latex import Vocab
@@ -46,7 +46,8 @@ class LatexDataset(Dataset):
     `sizes[i]` is an upper bound (height, width) of item i as returned, used for batch budgets: the
     preprocessed size grown by what augmentation may add, clipped to the configured maximum; a rare
     augmented image beyond its bound is shrunk into it. Labels longer than `max_label_len` are skipped
-    (counted in `skipped`); tokens outside `vocab` become <unk> (counted in `unknown_tokens`).
+    (counted in `skipped`); tokens outside `vocab` become <unk> (counted in `unknown_tokens`). Decoded
+    images stay in memory up to `data_config.image_cache_mb` (`prepared.DecodedImageCache`).
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class LatexDataset(Dataset):
             self.unknown_tokens.update(t for t in rec.tokens if t not in vocab)
             self.token_ids.append(vocab.encode(rec.tokens))
         self.sizes = self._size_bounds()
+        cache_bytes = data_config.image_cache_mb * 2**20
+        self.image_cache = DecodedImageCache(cache_bytes) if cache_bytes > 0 else None
         for reason, count in self.skipped.items():
             log.info("%s: skipped %d records (%s)", name, count, reason)
         if self.unknown_tokens:
@@ -121,7 +124,7 @@ class LatexDataset(Dataset):
     def __getitem__(self, index: int) -> Item | None:
         ds, rec = self.records[index]
         try:
-            img = ds.load_image(rec)
+            img = self.image_cache.load(index, ds, rec) if self.image_cache else ds.load_image(rec)
             out = self.augment(img, self._preprocess) if self.augment else self._preprocess(img)
         except ImageError as exc:  # a damaged file must not kill a long run: drop it from its batch
             log.warning("skipping %s (%s): %s", rec.id, rec.image_path, exc)

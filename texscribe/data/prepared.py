@@ -205,6 +205,37 @@ class PreparedWriter:
         write_text_atomic(self.state_path, "".join(lines))
 
 
+class DecodedImageCache:
+    """Stored images kept decoded in memory as uint8, so that epochs after the first skip the PNG decode.
+
+    Fills as images are first read, until `max_bytes` of pixels are held (then later images are decoded
+    each time). Lossless: prepared PNGs are 8-bit, and uint8 / 255 is exactly what `images.read_png` returns.
+    Each process fills its own copy (a DataLoader worker caches the images it reads), so the budget applies
+    per worker.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._images: dict[Any, np.ndarray] = {}
+
+    def load(self, key: Any, dataset: PreparedDataset, record: PreparedRecord) -> np.ndarray:
+        """`dataset.load_image(record)` (canonical float32 (H, W)), from memory when cached under `key`."""
+        cached = self._images.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached.astype(np.float32) / 255.0
+        self.misses += 1
+        img = dataset.load_image(record)
+        if self.bytes + img.size <= self.max_bytes:
+            stored = np.round(img * 255.0).astype(np.uint8)
+            if np.array_equal(stored.astype(np.float32) / 255.0, img):  # 8-bit content only: stays lossless
+                self._images[key] = stored
+                self.bytes += stored.nbytes
+        return img
+
+
 class PreparedDataset:
     """A prepared folder opened for reading: `.records`, `.vocab`, `.root`, `load_image(record)`."""
 
