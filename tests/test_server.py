@@ -586,3 +586,41 @@ def test_decoding_limits_beyond_what_can_finish_are_refused_at_start(settings, c
         create_app(dataclasses.replace(settings, max_beam=10**6))
     assert main(["serve", "--model", settings.model, "--max-beam", "1000"]) == 2
     assert "--max-beam: invalid value" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- drawn handwriting
+def _large_drawing_png() -> bytes:
+    """A real handwritten bitmap drawn 3x as large, as on the web page's canvas."""
+    import cv2
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sample_crohme" / "data" / "train" / "img"
+    img = cv2.imread(str(path / "sample_y_eq_4x.bmp"), cv2.IMREAD_GRAYSCALE)
+    big = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)
+    return cv2.imencode(".png", big)[1].tobytes()
+
+
+def test_drawn_images_are_read_as_the_library_reads_drawings(client, model_file):
+    png = _large_drawing_png()
+    recognizer = load_model(str(model_file), num_threads=1)
+    drawn_input = recognizer.preprocess(png, drawn=True)
+    assert drawn_input.shape[0] < recognizer.preprocess(png).shape[0]  # the large writing is brought down
+    expected = recognizer.predict_images([drawn_input], max_len=MAX_TOKENS)[0]
+    form = client.post(
+        "/v1/predict", files={"file": ("canvas.png", png, "image/png")}, data={"drawn": "true"}
+    )
+    as_json = client.post("/v1/predict", json={"image_base64": base64.b64encode(png).decode(), "drawn": True})
+    for r in (form, as_json):
+        assert r.status_code == 200, r.text
+        assert r.json()["tokens"] == expected.tokens
+
+
+def test_drawn_must_be_a_boolean(client):
+    png = formula_png()
+    assert_error(
+        client.post("/v1/predict", files={"file": ("f.png", png, "image/png")}, data={"drawn": "maybe"}),
+        422, "invalid_request", "drawn",
+    )  # fmt: skip
+    assert_error(
+        client.post("/v1/predict", json={"image_base64": base64.b64encode(png).decode(), "drawn": "yes"}),
+        422, "invalid_request", "drawn",
+    )  # fmt: skip

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_PIXELS = 40_000_000
 INK_THRESHOLD = 0.5  # canonical value above which a pixel counts as ink
+# symbol height (px, `measure_ink`) of the CROHME offline bitmaps, the scale all handwriting data here is at
+HANDWRITING_SYMBOL_HEIGHT = 28.0
 # Formats we let PIL decode. Anything else (EPS runs Ghostscript, fonts, icons...) is refused.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
 # PIL flags oversized images with a DecompressionBombWarning (and an error past 2 x MAX_IMAGE_PIXELS,

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -35,7 +35,13 @@ import numpy as np
 
 from texscribe.config import Config, stored_config
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
-from texscribe.images import DEFAULT_MAX_PIXELS, load_image, pil_to_array, preprocess
+from texscribe.images import (
+    DEFAULT_MAX_PIXELS,
+    HANDWRITING_SYMBOL_HEIGHT,
+    load_image,
+    pil_to_array,
+    preprocess,
+)
 from texscribe.latex import Vocab
 from texscribe.metrics import latex_string
 
@@ -271,12 +277,22 @@ class Recognizer:
         """Whether every model was trained on R2L targets too (then beam search can rescore with R2L)."""
         return all(m.config.train.bidirectional for m in self.models)
 
-    def preprocess(self, x: Any, origin: str | None = None) -> np.ndarray:
-        """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`."""
+    def preprocess(self, x: Any, origin: str | None = None, *, drawn: bool = False) -> np.ndarray:
+        """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`.
+
+        `drawn`: the image is handwriting drawn at any size (the web page's canvas, a tablet). Its writing
+        size is then normalised (`images.normalise_ink_size`) to the model's `data.ink_height`, or, for a
+        model without one, to `images.HANDWRITING_SYMBOL_HEIGHT`, the scale of the CROHME bitmaps every
+        handwriting set here is drawn at. (Print is not normalised that way unless the model says so: its
+        symbols are a quarter of that size.)
+        """
         if _is_pil(x):
             x = pil_to_array(x, origin=origin, max_pixels=self.max_pixels)
         image = load_image(x, origin=origin, max_pixels=self.max_pixels)
-        return preprocess(image, self.config.data, origin=origin, refuse_squeezed=True)
+        data = self.config.data
+        if drawn and data.ink_height is None:
+            data = replace(data, ink_height=HANDWRITING_SYMBOL_HEIGHT)
+        return preprocess(image, data, origin=origin, refuse_squeezed=True)
 
     def predict(
         self,

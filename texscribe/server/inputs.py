@@ -35,10 +35,18 @@ class InputLimits:
     max_beam: int
 
 
-async def read_images(
-    request: Request, limits: InputLimits, batch: bool
-) -> tuple[list[tuple[str, bytes]], int]:
-    """The request's images as (name, bytes) plus the beam width; every malformed case is an `ApiError`."""
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a formula request asks for: its images as (name, bytes), the beam width, and whether the
+    images are drawn handwriting of any size (`drawn`: normalise the writing size first)."""
+
+    items: list[tuple[str, bytes]]
+    beam: int
+    drawn: bool = False
+
+
+async def read_images(request: Request, limits: InputLimits, batch: bool) -> ImageRequest:
+    """The request's images, beam width and `drawn` flag; every malformed case is an `ApiError`."""
     kind = check_request_type(request.headers.get("content-type"))
     limit = limits.max_upload_bytes
     if kind == "application/json":
@@ -64,8 +72,10 @@ async def read_images(
         texts = parsed.images if batch else [parsed.image_base64]
         _check_count(len(texts), limits.max_batch, batch)
         items = [(f"images[{i}]" if batch else "image_base64", t) for i, t in enumerate(texts)]
-        return [(name, decode_base64(text, limit, name)) for name, text in items], _check_beam(
-            parsed.beam, limits.max_beam
+        return ImageRequest(
+            [(name, decode_base64(text, limit, name)) for name, text in items],
+            _check_beam(parsed.beam, limits.max_beam),
+            parsed.drawn,
         )
 
     max_files = limits.max_batch if batch else 1
@@ -89,7 +99,11 @@ async def read_images(
             name = _safe_name(upload.filename, i)
             check_image_part_type(upload.content_type, name)
             items.append((name, check_payload_size(await upload.read(limit + 1), limit, name)))
-        return items, _check_beam(form.get("beam", "1"), limits.max_beam)
+        return ImageRequest(
+            items,
+            _check_beam(form.get("beam", "1"), limits.max_beam),
+            _check_drawn(form.get("drawn", "false")),
+        )
     finally:
         await form.close()
 
@@ -104,6 +118,16 @@ def _check_count(count: int, max_batch: int, batch: bool) -> None:
             f"{count} images sent; the limit is {max_batch if batch else 1} per request"
             + ("" if batch else " (use POST /v1/predict/batch for several)"),
         )
+
+
+def _check_drawn(value: Any) -> bool:
+    """The multipart `drawn` field: true/false (also 1/0, yes/no), anything else a 422 naming it."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ApiError(422, "invalid_request", f"drawn must be true or false, got {value!r}")
 
 
 def _check_beam(value: Any, max_beam: int) -> int:

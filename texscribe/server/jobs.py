@@ -19,11 +19,16 @@ from texscribe.server.limits import ApiError
 
 
 def recognize(
-    recognizer: Any, items: list[tuple[str, bytes]], beam: int, max_tokens: int, deadline: float
+    recognizer: Any,
+    items: list[tuple[str, bytes]],
+    beam: int,
+    max_tokens: int,
+    deadline: float,
+    drawn: bool = False,
 ) -> list[schemas.BatchItem]:
-    """Prepare each `(filename, bytes)` image exactly as the library does, then decode the good ones together
-    (`inference.iter_predictions`, one chunk: one size-batched decode). Queue and total times are left 0
-    for the caller, who knows them."""
+    """Prepare each `(filename, bytes)` image exactly as the library does (`drawn`: as handwriting of any
+    size, see `Recognizer.preprocess`), then decode the good ones together (`inference.iter_predictions`,
+    one chunk: one size-batched decode). Queue and total times are left 0 for the caller, who knows them."""
     from texscribe.inference import iter_predictions
 
     outcomes = iter_predictions(
@@ -32,6 +37,7 @@ def recognize(
         workers=1,
         chunk_size=max(1, len(items)),
         deadline=deadline,
+        load=lambda payload, source: recognizer.preprocess(payload, origin=source, drawn=drawn),
         beam=beam,
         max_len=max_tokens,
     )

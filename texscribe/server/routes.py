@@ -43,6 +43,9 @@ def _body_doc(file_field: str, json_schema: str, many: bool) -> dict[str, Any]:
     file_schema = {"type": "string", "format": "binary"}
     files = {"type": "array", "items": file_schema} if many else file_schema
     schema = getattr(schemas, json_schema).model_json_schema()
+    fields: dict[str, Any] = {file_field: files, "beam": {"type": "integer", "default": 1}}
+    if "drawn" in schema.get("properties", {}):  # formula endpoints: handwriting drawn at any size
+        fields["drawn"] = {"type": "boolean", "default": False}
     return {
         "requestBody": {
             "required": True,
@@ -51,7 +54,7 @@ def _body_doc(file_field: str, json_schema: str, many: bool) -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "required": [file_field],
-                        "properties": {file_field: files, "beam": {"type": "integer", "default": 1}},
+                        "properties": fields,
                     }
                 },
                 "application/json": {"schema": schema},
@@ -93,10 +96,12 @@ async def _recognize_request(request: Request, batch: bool) -> tuple[list[schema
     times; returns the results and the request's start (`time.perf_counter()`)."""
     t_start = time.perf_counter()
     state = _state(request)
-    items, beam = await read_images(request, state.limits, batch=batch)
+    req = await read_images(request, state.limits, batch=batch)
     max_tokens = state.settings.max_tokens
     results, queued = await state.pool.run(
-        lambda deadline: jobs.recognize(state.recognizer, items, beam, max_tokens, deadline),
+        lambda deadline: jobs.recognize(
+            state.recognizer, req.items, req.beam, max_tokens, deadline, req.drawn
+        ),
         state.settings.timeout_s,
     )
     total = jobs.ms(time.perf_counter() - t_start)
@@ -133,7 +138,7 @@ async def predict_batch(request: Request) -> schemas.BatchResponse:
 async def classify_digit(request: Request) -> schemas.DigitResponse:
     t_start = time.perf_counter()
     state = _state(request)
-    items, _ = await read_images(request, state.limits, batch=False)
+    items = (await read_images(request, state.limits, batch=False)).items
     name, data = items[0]
     max_pixels = state.settings.max_pixels
     result, queued = await state.pool.run(

@@ -16,6 +16,12 @@ class PredictRequest(_Strict):
         description="the image file's bytes (PNG, JPEG, BMP, ...) in base64; a data URL works too"
     )
     beam: int = Field(1, strict=True, description="beam width, a JSON integer; 1 = greedy decoding")
+    drawn: bool = Field(
+        False,
+        strict=True,
+        description="true for handwriting drawn at any size (a canvas, a tablet): its writing size is "
+        "normalised to the model's handwriting scale before recognition",
+    )
 
 
 class BatchRequest(_Strict):
@@ -23,6 +29,12 @@ class BatchRequest(_Strict):
 
     images: list[str] = Field(description="images in base64, at most the server's --max-batch")
     beam: int = Field(1, strict=True, description="beam width, a JSON integer; 1 = greedy decoding")
+    drawn: bool = Field(
+        False,
+        strict=True,
+        description="true for handwriting drawn at any size (a canvas, a tablet): its writing size is "
+        "normalised to the model's handwriting scale before recognition",
+    )
 
 
 class ErrorBody(BaseModel):

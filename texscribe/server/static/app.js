@@ -195,6 +195,7 @@ async function recognize() {
   const form = new FormData();
   form.append("file", blob, pendingUpload?.name || "canvas.png");
   form.append("beam", $("beam").value);
+  if (!pendingUpload) form.append("drawn", "true"); // canvas ink: the server normalises its writing size
   const ticket = ++inFlight;
   setStatus("recognising…");
   $("recognize").disabled = true;
