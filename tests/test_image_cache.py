@@ -31,7 +31,9 @@ def test_cached_images_equal_decoded_pngs(prepared: PreparedDataset) -> None:
     assert cache.misses == len(prepared.records) and cache.hits == len(prepared.records)
     for rec, a, b in zip(prepared.records, first, second):
         reference = prepared.load_image(rec)
-        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, reference) and np.array_equal(b, reference)
+        assert (
+            a.dtype == b.dtype == np.float32 and np.array_equal(a, reference) and np.array_equal(b, reference)
+        )
     assert cache.bytes == sum(im.size for im in first)  # one byte a pixel
 
 
