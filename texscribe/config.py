@@ -50,7 +50,7 @@ class DataConfig:
     img_max_height: int = 256
     img_max_width: int = 1024
     scale: float = 1.0
-    # symbol height (px, see images.ink_symbol_height) the model was trained at; inputs measuring more than
+    # symbol height (px, see images.measure_ink) the model was trained at; inputs measuring more than
     # ink_height_tolerance times off it either way are rescaled to it first (None: no ink-size normalisation)
     ink_height: float | None = None
     ink_height_tolerance: float = 1.5
