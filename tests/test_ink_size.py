@@ -87,3 +87,24 @@ def test_preprocess_with_ink_height_gives_similar_inputs_at_any_size() -> None:
     assert size is not None
     normalised = preprocess(big, replace(config, ink_height=size.symbol_height, ink_pen=size.pen))
     assert 0.6 <= normalised.shape[0] / plain.shape[0] <= 1.6
+
+
+def test_normalise_ink_size_never_enlarges_past_the_input_box() -> None:
+    """Tiny writing spread over a wide image (two copies of a formula, measured at ~4 px symbols, far
+    apart) is enlarged only up to the model's input box at its scale, not by the ~7x its symbol height
+    asks for; without the wide margin the same ink is enlarged in full."""
+    img = _bitmap("sample_y_eq_4x.bmp")
+    size = measure_ink(img)
+    assert size is not None
+    tiny = cv2.resize(
+        img, None, fx=8.0 / size.symbol_height, fy=8.0 / size.symbol_height, interpolation=cv2.INTER_AREA
+    )
+    strip = np.zeros((tiny.shape[0] + 8, 300), np.float32)
+    strip[4 : 4 + tiny.shape[0], 10 : 10 + tiny.shape[1]] = tiny
+    strip[4 : 4 + tiny.shape[0], 200 : 200 + tiny.shape[1]] = tiny
+    cfg = DataConfig(ink_height=28.0, scale=0.5, img_max_height=128, img_max_width=640)
+    out = normalise_ink_size(strip, cfg)
+    assert out.shape[1] <= 640 / 0.5 + 10  # the box's width at scale 0.5 (+ the pen's padding)
+    assert out.shape[1] >= 640 / 0.5 - 10  # and enlarged right up to it
+    roomy = normalise_ink_size(strip[:, :60], cfg)  # the same ink without the wide margin: fully enlarged
+    assert roomy.shape[1] >= 60 * 5

@@ -168,6 +168,44 @@ def test_resume_never_and_init_weights(crohme64: tuple[Path, Path], tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.shared
+def test_init_weights_grows_the_vocabulary_by_new_tokens(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    """Weights trained on handwriting, continued on data with print tokens they never saw: the tokens get
+    new ids after the old ones (not <unk>), and the model's vocabulary rows grow to match."""
+    import shutil
+
+    from texscribe.checkpoint import read_model_file
+    from texscribe.data.prepare import prepare
+    from texscribe.data.prepared import PreparedDataset
+    from texscribe.training import train
+
+    train_dir, _ = crohme64
+    base = train(config(train_dir, tmp_path, "train.max_steps=1"))
+    labels = tmp_path / "print_labels"
+    labels.mkdir()
+    for i, rec in enumerate(PreparedDataset.open(train_dir).records[:6]):
+        shutil.copy(rec.image_path, labels / f"p{i}.png")
+        (labels / f"p{i}.txt").write_text(r"x \in \mathbb { R } _ { " + str(i) + " }")
+    prepare([str(labels)], tmp_path / "print", workers=1, progress=False)
+    tuned = train(
+        config(
+            train_dir,
+            tmp_path,
+            "train.max_steps=1",
+            "train.run_name=mixed",
+            f"data.train=[{train_dir},{tmp_path / 'print'}]",
+        ),
+        weights_only_from=str(base.model_file),
+    )
+    old, new = read_model_file(base.model_file), read_model_file(tuned.model_file)
+    n = len(old.vocab)
+    assert new.vocab.itos[:n] == old.vocab.itos
+    assert r"\mathbb" in new.vocab.itos[n:]
+    rows = [k for k, v in new.state_dict.items() if v.ndim and v.shape[0] == len(new.vocab)]
+    assert rows, "no vocabulary-sized tensor in the continued model"
+
+
+@pytest.mark.slow
+@pytest.mark.shared
 def test_cli_train_prints_locations(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
     train_dir, _ = crohme64
     cmd = [sys.executable, "-m", "texscribe.cli", "train", "--config", "tiny", "--train", str(train_dir),

@@ -476,7 +476,9 @@ def normalise_ink_size(img: np.ndarray, data_config: DataConfig) -> np.ndarray:
     either way (ordinary writing is left exactly as the model saw it in training). Otherwise the image is
     resized by target / measured height and its strokes thickened (grey dilation) or thinned (erosion) to
     `data_config.ink_pen` px: a formula written 3x larger with the same pen would otherwise reach the
-    model with strokes a third as wide as in training.
+    model with strokes a third as wide as in training. Enlargement stops at the model's input box
+    (`img_max_height` x `img_max_width` at `scale`): tiny writing in a large image is not blown up ~10x
+    only for `fit_height` to shrink it back.
     """
     target = data_config.ink_height
     size = measure_ink(img) if target is not None else None
@@ -486,10 +488,16 @@ def normalise_ink_size(img: np.ndarray, data_config: DataConfig) -> np.ndarray:
     if 1.0 / data_config.ink_height_tolerance <= ratio <= data_config.ink_height_tolerance:
         return img
     h, w = img.shape
-    new_w, new_h = max(1, round(w / ratio)), max(1, round(h / ratio))
+    factor = 1.0 / ratio
+    if factor > 1.0:  # never enlarge past the model's input box: fit_height would shrink it right back
+        box = min(data_config.img_max_height / h, data_config.img_max_width / w) / data_config.scale
+        factor = min(factor, max(1.0, box))
+        if factor == 1.0:
+            return img
+    new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
     img = cv2.resize(np.asarray(img, dtype=np.float32), (new_w, new_h),
-                     interpolation=cv2.INTER_AREA if ratio > 1 else cv2.INTER_LINEAR)  # fmt: skip
-    change = data_config.ink_pen - size.pen / ratio  # px of stroke width to add (< 0: remove)
+                     interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)  # fmt: skip
+    change = data_config.ink_pen - size.pen * factor  # px of stroke width to add (< 0: remove)
     radius = int(round(abs(change) / 2))
     if radius >= 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -32,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-label-len", type=int, default=None, help="drop labels longer than N tokens (512)"
     )
     prep.add_argument("--max-height", type=int, default=None, help="downscale taller images to N px")
+    prep.add_argument(
+        "--ink-height",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="normalise each image's writing size to this symbol height (px; as the model's data.ink_height)",
+    )
     prep.add_argument("--workers", type=int, default=2, help="image worker processes (default 2)")
     prep.add_argument("--limit", type=int, default=None, help="read at most N items per source")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,6 +63,7 @@ def _prepare(args: argparse.Namespace) -> int:
         vocab_from=args.vocab_from,
         max_label_len=args.max_label_len if args.max_label_len is not None else DEFAULT_MAX_LABEL_LEN,
         max_height=args.max_height,
+        ink_height=args.ink_height,
         workers=args.workers,
         limit=args.limit,
         progress=not args.no_progress,

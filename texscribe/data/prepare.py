@@ -49,14 +49,17 @@ class _Settings:
     margin: int
     max_height: int | None
     max_pixels: int
+    ink_height: float | None = None
 
     def tag(self) -> str:
-        return f"m{self.margin}-h{self.max_height}-p{self.max_pixels}-v1"
+        ink = f"-i{self.ink_height:g}" if self.ink_height else ""  # absent: the keys of older preparations
+        return f"m{self.margin}-h{self.max_height}-p{self.max_pixels}{ink}-v1"
 
 
 def _decode_and_crop(job: _Job, settings: _Settings) -> tuple[str, int, int] | Drop:
     """Worker: decode, check ink, crop, optionally shrink, write PNG. Returns (key, h, w) or a Drop."""
-    from texscribe.images import crop_to_ink, fit_height, has_ink, load_image
+    from texscribe.config import DataConfig
+    from texscribe.images import crop_to_ink, fit_height, has_ink, load_image, normalise_ink_size
 
     try:
         img = load_image(job.payload, origin=job.origin, max_pixels=settings.max_pixels)
@@ -65,6 +68,8 @@ def _decode_and_crop(job: _Job, settings: _Settings) -> tuple[str, int, int] | D
     if not has_ink(img):
         return Drop("no_ink", f"{job.origin}: blank image (no ink pixels)")
     img = crop_to_ink(img, margin=settings.margin)
+    if settings.ink_height:  # stored at the model's writing size, so training sizes batches from the manifest
+        img = normalise_ink_size(img, DataConfig(ink_height=settings.ink_height))
     if settings.max_height and img.shape[0] > settings.max_height:
         img = fit_height(img, min_height=1, max_height=settings.max_height, max_width=10**9)
     try:
@@ -227,6 +232,7 @@ def prepare(
     max_label_len: int | None = DEFAULT_MAX_LABEL_LEN,
     max_height: int | None = None,
     margin: int = 4,
+    ink_height: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 2,
     chunksize: int = 32,
@@ -238,13 +244,19 @@ def prepare(
 
     `vocab_from`: a prepared folder (or vocab.json) whose vocabulary is reused (for test splits);
     tokens outside it are kept and counted in `unknown_tokens`. `limit`: read at most that many
-    items per source. `workers <= 1` runs in-process.
+    items per source. `workers <= 1` runs in-process. `ink_height`: store every image with its writing
+    size normalised to that symbol height (`images.normalise_ink_size`, default tolerance and pen), for
+    training a model whose `data.ink_height` is the same: the manifest's sizes are then the sizes
+    training sees, so batches are sized right (print rendered at 7 px symbols would otherwise be
+    enlarged only after its batch was planned).
     """
+    if ink_height is not None and not ink_height > 0:
+        raise InputError(f"--ink-height must be a positive symbol height in px, got {ink_height}")
     started = time.perf_counter()
     writer = PreparedWriter(Path(out), STATE)
     writer.check_target()
     writer.make_dirs()
-    settings = _Settings(margin, max_height, max_pixels)
+    settings = _Settings(margin, max_height, max_pixels, ink_height)
     base_vocab = _load_vocab(Path(vocab_from)) if vocab_from else None
     specs = [SourceSpec.parse(s) for s in sources]
     counts = DatasetCounts(out=writer.root, sources=[str(s) for s in specs])

@@ -10,15 +10,26 @@ Tied decoders stay tied: the output reads the (replaced) embedding's weight.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch import Tensor, nn
 
 from texscribe.errors import ConfigError
-from texscribe.latex import SPECIALS
+from texscribe.latex import SPECIALS, Vocab
 from texscribe.models.image_to_latex import ImageToLatex
 
 OUTPUT_LAYERS = ("out_proj", "out")  # attribute names of untied output projections, per decoder family
 NOISE = 0.1  # std of a new row's noise, relative to the per-column std of the old rows
+
+
+def extended_vocab(base: Vocab, sequences: Iterable[Sequence[str]]) -> tuple[Vocab, list[str]]:
+    """`base` + the tokens of `sequences` it lacks, appended most frequent first (ties alphabetical):
+    old tokens keep their ids. Returns (new vocab, added tokens in id order)."""
+    counts = Counter(t for seq in sequences for t in seq if t not in base)
+    added = sorted(counts, key=lambda t: (-counts[t], t))
+    return Vocab.from_list([*base.itos, *added]), added
 
 
 def grow_vocab(model: ImageToLatex, new_size: int, seed: int = 0) -> list[str]:

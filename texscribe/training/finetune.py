@@ -344,20 +344,12 @@ def _named(dirs: Sequence[str]) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------ vocabulary
-def extended_vocab(base: Vocab, sequences: Sequence[Sequence[str]]) -> tuple[Vocab, list[str]]:
-    """`base` + the tokens of `sequences` it lacks, appended most frequent first (ties alphabetical):
-    old tokens keep their ids. Returns (new vocab, added tokens in id order)."""
-    counts = Counter(t for seq in sequences for t in seq if t not in base)
-    added = sorted(counts, key=lambda t: (-counts[t], t))
-    return Vocab.from_list([*base.itos, *added]), added
-
-
 def write_start_model(
     base: LoadedModel, sequences: Sequence[Sequence[str]], path: Path, seed: int
 ) -> tuple[Vocab, list[str]]:
     """Grow `base`'s vocabulary by the tokens of `sequences` it lacks (new rows seeded) and save the grown
     model as the run's starting weights at `path`. Returns (new vocab, added tokens)."""
-    from texscribe.models.vocab_growth import grow_vocab
+    from texscribe.models.vocab_growth import extended_vocab, grow_vocab
 
     vocab, added = extended_vocab(base.vocab, sequences)
     print(f"vocabulary: {len(base.vocab)} -> {len(vocab)} tokens; added: {' '.join(added) or '(none)'}")

@@ -28,7 +28,8 @@ import json
 import logging
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,9 @@ def train(
         torch.backends.cudnn.benchmark = True
     start = _starting_weights(config, ckpt_path, weights_only_from)
     datamodule = LatexDataModule(config, vocab=start.vocab if start else None)
+    if start is not None and ckpt_path is None:
+        start = _with_data_tokens(start, datamodule.train_sets, config)
+        datamodule.vocab = start.vocab
     module = LitImageToLatex(config.to_dict(), datamodule.vocab.itos)
     if start is not None and ckpt_path is None:  # a resume restores its weights (and optimizer) in fit
         module.model.load_state_dict(cast_weights(start.state_dict, torch.float32))
@@ -209,6 +213,24 @@ def _starting_weights(
             )
         return weights
     return None
+
+
+def _with_data_tokens(start: Weights, train_sets: Sequence[Any], config: Config) -> Weights:
+    """`start` with its vocabulary grown by the training labels' tokens it lacks (new ids appended, old
+    ids and rows unchanged; `models.vocab_growth`): a run started from weights of another domain (a
+    handwriting model meeting print's `\\mathrm`) learns those tokens instead of reading them as <unk>."""
+    from texscribe.models.registry import build_model
+    from texscribe.models.vocab_growth import extended_vocab, grow_vocab
+
+    labels = (rec.tokens for ds in train_sets for rec in ds.records)
+    vocab, added = extended_vocab(start.vocab, labels)
+    if not added:
+        return start
+    model = build_model(config.model, len(start.vocab))
+    model.load_state_dict(cast_weights(start.state_dict, torch.float32))
+    grow_vocab(model, len(vocab), seed=config.train.seed)
+    print(f"vocabulary: {len(start.vocab)} -> {len(vocab)} tokens (new in the training labels: {len(added)})")
+    return replace(start, state_dict=model.state_dict(), vocab=vocab)
 
 
 def _start_run_directory(config: Config, run_dir: Path, ckpt_path: Path | None) -> None:
