@@ -1,11 +1,14 @@
-"""Prediction latency and throughput on CROHME 2014 test images: greedy vs beam search, batch 1 vs batched.
+"""Prediction latency and throughput on handwriting and print: greedy vs beam search, batch 1 vs batched.
 
     python benchmarks/predict_latency.py [--model default|PATH] [--n 40] [--beam 5] [--batch-size 8]
+                                         [--sets crohme2014 im2latex]
 
-Per-image latency is end to end (decode the BMP bytes, preprocess, encode, decode tokens) through
+Per-image latency is end to end (decode the image bytes, preprocess, encode, decode tokens) through
 `Recognizer.predict`, one image at a time; throughput runs the same images through one batched call.
-Images come from `crohme/crohme_offline.zip` (split 2014) under ../shared/data (or
-$TEXSCRIBE_SHARED_DATA); the script says so and exits 0 when the archive is absent.
+One table per set: `crohme2014`, the first N CROHME 2014 test bitmaps (`crohme/crohme_offline.zip`), and
+`im2latex`, the first N im2latex-100k validation images (`im2latex/im2latex_val.zip`: arXiv formulas,
+median ~48 tokens, so decoding dominates), both under ../shared/data (or $TEXSCRIBE_SHARED_DATA); a set
+whose archive is absent is skipped with a message (exit 0 when none is there).
 `--preset NAME` benchmarks an UNTRAINED model of that architecture instead of a model file: its outputs
 are meaningless and always run to --max-len tokens, so give --max-len a typical label length.
 """
@@ -24,15 +27,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXSCRIBE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def crohme_images(n: int) -> list[tuple[str, bytes]]:
-    """The first `n` CROHME 2014 test bitmaps (sorted by name), as (name, encoded bytes)."""
-    archive = SHARED / "crohme" / "crohme_offline.zip"
+SETS = {  # name -> (archive under SHARED, member prefix, suffix, what the table calls it)
+    "crohme2014": ("crohme/crohme_offline.zip", "data/2014/img/", ".bmp", "CROHME 2014 handwriting"),
+    "im2latex": ("im2latex/im2latex_val.zip", "im2latex_val/formula_images_processed/", ".png",
+                 "im2latex-100k validation print"),
+}  # fmt: skip
+
+
+def set_images(name: str, n: int) -> list[tuple[str, bytes]] | None:
+    """The first `n` images of set `name` (sorted by member name), as (name, encoded bytes); None (after
+    saying why) when its archive is absent."""
+    archive_name, prefix, suffix, _ = SETS[name]
+    archive = SHARED / archive_name
     if not archive.is_file():
-        print(f"SKIPPED: {archive} not found (set TEXSCRIBE_SHARED_DATA to the folder holding crohme/)")
-        sys.exit(0)
+        print(f"SKIPPED {name}: {archive} not found (set TEXSCRIBE_SHARED_DATA to the folder holding it)")
+        return None
     with zipfile.ZipFile(archive) as zf:
-        names = sorted(m for m in zf.namelist() if m.startswith("data/2014/img/") and m.endswith(".bmp"))
-        return [(name, zf.read(name)) for name in names[:n]]
+        names = sorted(m for m in zf.namelist() if m.startswith(prefix) and m.endswith(suffix))
+        return [(member, zf.read(member)) for member in names[:n]]
 
 
 def untrained_model_file(preset: str, out: Path) -> Path:
@@ -83,6 +95,8 @@ def main() -> int:
     parser.add_argument("--max-len", type=int, default=200, help="longest output in tokens (default 200)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS),
+                        help="image sets, one table each (default: all)")  # fmt: skip
     args = parser.parse_args()
 
     import tempfile
@@ -91,37 +105,48 @@ def main() -> int:
 
     from texscribe.inference import load_model
 
-    images = crohme_images(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         source = untrained_model_file(args.preset, Path(tmp) / "m.pt") if args.preset else args.model
         rec = load_model(source, device=args.device, num_threads=args.threads)
     label = f"untrained preset {args.preset!r}" if args.preset else str(rec.models[0].path)
-    payloads = [data for _, data in images]
-    rec.predict(payloads[:2], max_len=args.max_len)  # warm-up (allocator, kernels)
-
-    rows = []
-    for beam in (1, args.beam):
-        latencies, lengths = time_per_image(rec, payloads, beam, args.max_len)
-        total = sum(latencies)
-        rows.append(
-            (
-                f"{'greedy' if beam == 1 else f'beam {beam}'}, batch 1",
-                latencies,
-                len(payloads) / total,
-                lengths,
-            )
+    measured = 0
+    for name in args.sets:
+        images = set_images(name, args.n)
+        if not images:
+            continue
+        payloads = [data for _, data in images]
+        rec.predict(payloads[:2], max_len=args.max_len)  # warm-up (allocator, kernels)
+        print(f"\nmodel: {label}; {len(payloads)} {SETS[name][3]} images; device {args.device}, "
+              f"torch threads {torch.get_num_threads()}; max_len {args.max_len}")  # fmt: skip
+        print_table(measure(rec, payloads, args.beam, args.batch_size, args.max_len))
+        measured += 1
+    if measured:
+        print(
+            "ratios are relative to greedy, batch 1 of the same set (latency: median per image; throughput: images/s)"
         )
-    for beam in (1, args.beam):
-        start = time.perf_counter()
-        preds = rec.predict(payloads, beam=beam, batch_size=args.batch_size, max_len=args.max_len)
-        total = time.perf_counter() - start
-        name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {args.batch_size}"
-        rows.append((name, None, len(payloads) / total, [len(p.tokens) for p in preds]))
+    return 0
 
+
+def measure(rec, payloads: list[bytes], beam: int, batch_size: int, max_len: int) -> list[tuple]:
+    """(mode, per-image latencies or None, images/s, token counts) for greedy and beam `beam`, at batch
+    1 and at `batch_size`."""
+    rows = []
+    for width in (1, beam):
+        latencies, lengths = time_per_image(rec, payloads, width, max_len)
+        mode = f"{'greedy' if width == 1 else f'beam {width}'}, batch 1"
+        rows.append((mode, latencies, len(payloads) / sum(latencies), lengths))
+    for width in (1, beam):
+        start = time.perf_counter()
+        preds = rec.predict(payloads, beam=width, batch_size=batch_size, max_len=max_len)
+        total = time.perf_counter() - start
+        mode = f"{'greedy' if width == 1 else f'beam {width}'}, batch {batch_size}"
+        rows.append((mode, None, len(payloads) / total, [len(p.tokens) for p in preds]))
+    return rows
+
+
+def print_table(rows: list[tuple]) -> None:
     base_median = statistics.median(rows[0][1])
     base_rate = rows[0][2]
-    print(f"model: {label}; {len(payloads)} CROHME 2014 images; device {args.device}, "
-          f"torch threads {torch.get_num_threads()}; max_len {args.max_len}")  # fmt: skip
     header = (
         f"{'mode':<20} {'median ms':>10} {'p90 ms':>10} {'images/s':>9} {'latency x':>10} {'throughput x':>13} "
         f"{'mean tokens':>12}"
@@ -136,8 +161,6 @@ def main() -> int:
             f"{name:<20} {med:>10} {p90:>10} {rate:>9.2f} {lat_ratio:>10} {rate / base_rate:>13.2f} "
             f"{statistics.mean(lengths):>12.1f}"
         )
-    print("ratios are relative to greedy, batch 1 (latency: median per image; throughput: images/s)")
-    return 0
 
 
 if __name__ == "__main__":
