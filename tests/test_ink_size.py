@@ -108,3 +108,20 @@ def test_normalise_ink_size_never_enlarges_past_the_input_box() -> None:
     assert out.shape[1] >= 640 / 0.5 - 10  # and enlarged right up to it
     roomy = normalise_ink_size(strip[:, :60], cfg)  # the same ink without the wide margin: fully enlarged
     assert roomy.shape[1] >= 60 * 5
+
+
+def test_faint_thin_print_keeps_its_strokes_when_enlarged(monkeypatch) -> None:  # noqa: ANN001
+    """Small anti-aliased print (7 px symbols whose hairline strokes peak at 0.6) is enlarged ~5x; thinning
+    its pen to `ink_pen` by erosion would leave no pixel above the ink threshold, so the strokes are kept."""
+    import texscribe.images as images
+
+    img = np.zeros((20, 90), np.float32)
+    for x in range(5, 85, 8):  # ten "symbols": 7 px high, one faint pixel wide with a grey edge
+        img[6:13, x] = 0.6
+        img[6:13, x - 1] = img[6:13, x + 1] = 0.3
+    cfg = DataConfig(ink_height=28.0, scale=0.5, img_max_height=160, img_max_width=1024)
+    out = normalise_ink_size(img, cfg)
+    assert out.shape[0] > 2.5 * img.shape[0]  # enlarged
+    assert np.count_nonzero(out > 0.5) >= 10 * np.count_nonzero(img > 0.5)  # ~5x taller, ~3x wider
+    monkeypatch.setattr(images, "_KEEP_AFTER_THINNING", 0.0)  # the unguarded erosion wipes the ink out
+    assert np.count_nonzero(normalise_ink_size(img, cfg) > 0.5) == 0

@@ -41,6 +41,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
 # our own limit; the warnings filter is process-global, so that short header parse holds this lock.
 _OPEN_LOCK = threading.Lock()
 _CONTRAST_EPS = 1e-3  # images whose whole range is below this are treated as blank
+_KEEP_AFTER_THINNING = 0.25  # share of ink pixels a pen-thinning erosion must leave, else it is skipped
 _UNEVEN_LIGHT = 0.1  # spread of border background levels above which lighting is flattened first
 
 
@@ -501,7 +502,13 @@ def normalise_ink_size(img: np.ndarray, data_config: DataConfig) -> np.ndarray:
     radius = int(round(abs(change) / 2))
     if radius >= 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        img = cv2.dilate(np.pad(img, radius), kernel) if change > 0 else cv2.erode(img, kernel)
+        if change > 0:
+            img = cv2.dilate(np.pad(img, radius), kernel)
+        else:
+            thinner = cv2.erode(img, kernel)
+            ink_before = np.count_nonzero(img > INK_THRESHOLD)
+            if np.count_nonzero(thinner > INK_THRESHOLD) >= _KEEP_AFTER_THINNING * ink_before:
+                img = thinner  # else the strokes are thinner than the cut (faint print): keep them whole
     return np.clip(img, 0.0, 1.0)
 
 
