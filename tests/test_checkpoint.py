@@ -99,6 +99,31 @@ def test_read_weights_takes_a_model_file_or_a_checkpoint(tmp_path: Path):
     assert meta == {"checkpoint": "last.ckpt", "checkpoint_step": 7, "checkpoint_epoch": 1, "why": "test"}
 
 
+def test_several_checkpoints_average_into_one_model_file(tmp_path: Path):
+    """Snapshots of one run -> one model file holding their mean weights (float tensors; integer buffers
+    from the last), with the snapshots named in its meta; the CLI takes them as several --model values;
+    checkpoints of different vocabularies refuse to average."""
+    from texscribe.cli import main
+
+    a, wa = fake_training_checkpoint(tmp_path / "a.ckpt")
+    b, wb = fake_training_checkpoint(tmp_path / "b.ckpt", teacher=True)  # its evaluated weights: a's + 1
+    mf = read_model_file(export_checkpoint([a, b], tmp_path / "avg.pt"))
+    for key, value in wa.items():
+        if value.is_floating_point():
+            assert torch.allclose(mf.state_dict[key].float(), (value + wb[key]) / 2, atol=2e-3, rtol=1e-3), (
+                key
+            )
+    assert [m["file"] for m in mf.meta["averaged_checkpoints"]] == ["a.ckpt", "b.ckpt"]
+    out = tmp_path / "cli.pt"
+    assert main(["export", "--model", str(a), str(b), "--format", "pt", "--out", str(out)]) == 0
+    assert read_model_file(out).meta["averaged_checkpoints"][1]["step"] == 7
+    other = torch.load(b, weights_only=False)
+    other["hyper_parameters"]["vocab"] = [*other["hyper_parameters"]["vocab"][:-1], "z"]
+    torch.save(other, tmp_path / "other.ckpt")
+    with pytest.raises(ModelLoadError, match="other.ckpt: cannot average"):
+        export_checkpoint([a, tmp_path / "other.ckpt"], tmp_path / "bad.pt")
+
+
 def test_a_checkpoint_is_not_a_model_file_and_the_message_names_the_command(tmp_path: Path):
     from texscribe.cli import main
     from texscribe.inference import load_model

@@ -12,6 +12,7 @@ from existing weights.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,14 +178,52 @@ def read_weights(path: str | Path) -> Weights:
         return checkpoint_weights(read_checkpoint(path))
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Training checkpoint -> self-describing model file (config + vocab + fp16 weights + meta)."""
-    ckpt = read_checkpoint(ckpt_path)
-    weights = checkpoint_weights(ckpt)
+def export_checkpoint(
+    ckpt_path: str | Path | Sequence[str | Path], out: str | Path, meta: dict[str, Any] | None = None
+) -> Path:
+    """Training checkpoint(s) -> self-describing model file (config + vocab + fp16 weights + meta).
+
+    Several checkpoints of one run are averaged (`average_weights`): snapshots taken along a run at a
+    high learning rate average to a flatter, better model (Izmailov et al. 2018, SWA). The config and
+    the step in `meta` are the last checkpoint's.
+    """
+    paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
+    if not paths:
+        raise ModelLoadError("no checkpoint to export")
+    ckpts = [read_checkpoint(p) for p in paths]
+    ckpt = ckpts[-1]
+    weights = average_weights([checkpoint_weights(c) for c in ckpts], [str(p) for p in paths])
     try:
         config = stored_config(ckpt["hyper_parameters"]["config"])
     except ConfigError as exc:
-        raise ModelLoadError(f"{ckpt_path}: stored config is invalid for this version: {exc}") from exc
-    meta = {"checkpoint": Path(ckpt_path).name, "checkpoint_step": ckpt.get("global_step"),
+        raise ModelLoadError(f"{paths[-1]}: stored config is invalid for this version: {exc}") from exc
+    meta = {"checkpoint": Path(paths[-1]).name, "checkpoint_step": ckpt.get("global_step"),
             "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
+    if len(paths) > 1:
+        meta["averaged_checkpoints"] = [
+            {"file": Path(p).name, "step": c.get("global_step")} for p, c in zip(paths, ckpts)
+        ]
     return save_model_file(out, config, weights.vocab, weights.state_dict, meta)
+
+
+def average_weights(weights: Sequence[Weights], names: Sequence[str]) -> Weights:
+    """The element-wise mean of the floating-point tensors of `weights` (same model and vocabulary, e.g.
+    snapshots of one run), in fp32; integer buffers (batch-norm step counts) are the last one's. Batch-norm
+    running statistics are averaged too, a close approximation of recomputing them for the mean weights.
+    `ModelLoadError` naming the odd one out when the models or vocabularies differ."""
+    first = weights[0]
+    for w, name in zip(weights[1:], names[1:]):
+        if w.model_config != first.model_config or w.vocab.itos != first.vocab.itos:
+            raise ModelLoadError(
+                f"{name}: cannot average with {names[0]}: a different model or vocabulary (average "
+                "checkpoints of one run)"
+            )
+    if len(weights) == 1:
+        return first
+    state = {}
+    for key, last in weights[-1].state_dict.items():
+        if last.is_floating_point():
+            state[key] = torch.stack([w.state_dict[key].float() for w in weights]).mean(0)
+        else:
+            state[key] = last
+    return Weights(state, first.vocab, first.model_config)

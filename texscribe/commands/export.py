@@ -8,6 +8,7 @@ EPILOG = """\
 examples:
   texscribe export --model default --format onnx --out exports/default-onnx --quantize int8
   texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out runs/base/model_last.pt
+  texscribe export --model runs/base/snapshots/step-*.ckpt --format pt --out runs/base/model_avg.pt
 """
 
 
@@ -17,12 +18,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a model to ONNX (optionally int8-quantised), or a training checkpoint to a model file",
         description="--format onnx: write encoder.onnx, decoder_init.onnx, decoder_step.onnx, model.json and "
         "vocab.json into --out; load them with `--backend onnx --model DIR` (predict, evaluate, serve). "
-        "--format pt: turn a training checkpoint (.ckpt) into a model file (.pt) at --out.",
+        "--format pt: turn a training checkpoint (.ckpt) into a model file (.pt) at --out; several "
+        "checkpoints of one run are averaged into one model (weights averaging, as SWA).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model", default="default", help="shipped name or model file (.pt); a .ckpt for --format pt"
+        "--model",
+        nargs="+",
+        default=["default"],
+        help="shipped name or model file (.pt); for --format pt one .ckpt, or several to average",
     )
     parser.add_argument("--format", default="onnx", choices=["onnx", "pt"], help="export format (onnx)")
     parser.add_argument(
@@ -39,8 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.format == "pt":
         return _checkpoint_to_model_file(args)
+    from texscribe.errors import ConfigError
     from texscribe.onnx_export import OPSET, check_export, export_model_file
 
+    if len(args.model) > 1:
+        raise ConfigError("--format onnx exports one model: give one --model (averaging is for --format pt)")
+    args.model = args.model[0]
     result = export_model_file(args.model, args.out, quantize=args.quantize, opset=args.opset or OPSET)
     for name, size in result.files.items():
         print(f"{result.out_dir / name}\t{size / 1024:.1f} KiB")
