@@ -4,7 +4,7 @@ People write at any size; CROHME's bitmaps all have strokes of ~28 px. This rend
 InkML expressions with the same 2 px pen at `--scales` times the bitmap size (symbol height 28 x s), labels
 them with the official 2014 captions, prepares each scale as a dataset, and scores the model on each with
 the library's `evaluate` (what `texscribe evaluate` runs): as the model file says, and with ink-size
-normalisation (`data.ink_height`, see `texscribe.images.ink_scale`) switched on at `--ink-height`.
+normalisation (`data.ink_height`, see `texscribe.images.normalise_ink_size`) switched on at `--ink-height`.
 
     python benchmarks/scale_invariance.py --model default --out /tmp/scale_bench [--scales 0.5 1 2 3]
 
