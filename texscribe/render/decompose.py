@@ -42,20 +42,18 @@ _SCRIPTS = {
 }
 _UNDER_OVER = {"munder": ("under",), "mover": ("over",), "munderover": ("under", "over")}
 # Leaf texts that some CROHME files write without their backslash (`infty`, `im` for `\lim`).
-_BARE_NAMES = {"im": "\\lim", "ctdot": "\\cdots", "ne": "\\neq", "·": "\\cdot", "d": "d"}
+_BARE_NAMES = {"im": "\\lim", "ctdot": "\\cdots", "ne": "\\neq", "·": "\\cdot"}
 # A run of a row neither starts with nor ends on these (they need an operand on that side).
 _NEEDS_LEFT = {"+", "=", "\\times", "\\div", "\\pm", "<", ">", "\\leq", "\\geq", "\\neq", "\\rightarrow",
                ",", "/", "\\cdot", "!", "\\in", "\\prime", "."}  # fmt: skip
 _NEEDS_RIGHT = _NEEDS_LEFT - {"!", "\\prime", "."} | {"-", "\\sum", "\\int", "\\lim", "\\sqrt", "\\forall"}
 _PAIRS = {"(": ")", "[": "]", "\\{": "\\}"}
-_AMBIGUOUS = {
-    ".": [".", "\\cdot"],
-    "\\ldots": ["\\ldots", "\\cdots"],
-}  # a symbol label -> the tokens it may be
-_DOTS = (
-    "texscribe-dots"  # a made-up element: three `.` symbols in a row, read as `. . .`, `\\cdots` or `\\ldots`
-)
-_DOTS_OPTIONS: list[list[str]] = [[], ["\\cdots"], ["\\ldots"]]  # [] = each dot as itself
+# A symbol label -> the tokens it may stand for (CROHME labels `\cdot` symbols `.`, `\cdots` ones `\ldots`).
+_AMBIGUOUS = {".": [".", "\\cdot"], "\\ldots": ["\\ldots", "\\cdots"]}
+# A made-up element grouping three `.` symbols of a row, read as `. . .` ([]: each dot as itself),
+# `\cdots` or `\ldots` (some writers' `\cdots` is three separate dots).
+_DOTS = "texscribe-dots"
+_DOTS_OPTIONS: list[list[str]] = [[], ["\\cdots"], ["\\ldots"]]
 MAX_READINGS = 256
 _SPELLED = NormalizeOptions(fill_missing_arguments=False, spelled_functions=True)
 
