@@ -1,4 +1,4 @@
-"""`texscribe data prepare|render|synth-handwriting|info`: build a prepared dataset from raw sources, by
+"""`texscribe data prepare|render|synth-handwriting|decompose-inkml|info`: build a prepared dataset from raw sources, by
 rendering formulas with TeX or by composing handwriting from CROHME glyphs, or summarise one."""
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     _register_render(sub)
     _register_synth_handwriting(sub)
+    _register_decompose_inkml(sub)
 
     info = sub.add_parser("info", help="summarise a prepared dataset")
     info.add_argument("path", metavar="DIR")
@@ -230,6 +231,57 @@ def _synth_handwriting(args: argparse.Namespace) -> int:
         ("images new / reused", f"{result.generated} / {result.reused}"),
         ("speed", f"{result.images_per_s:.1f} images/s ({result.images_per_cpu_s:.1f} per CPU s)"),
         ("glyph bank", result.bank_path),
+        ("wall time", f"{result.wall_s:.1f} s"),
+    ]
+    _print_table(rows)
+    print(f"wrote {result.out} (manifest.tsv, images/, vocab.json, report.md, skipped.tsv)")
+    return 0
+
+
+def _register_decompose_inkml(sub: argparse._SubParsersAction) -> None:
+    dec = sub.add_parser(
+        "decompose-inkml",
+        help="cut the CROHME InkML train expressions into sub-expression images (a prepared dataset)",
+        description="Read each CROHME InkML train file (never a test split) whose MathML tree gives its truth "
+        "label, and draw up to --max-per-file of its sub-expressions (numerators, denominators, radicands, "
+        "script nodes and bases, under/over bodies, runs of a row; 2+ symbols, never a 2014 test caption) "
+        "from their own traces at the whole file's scale. Re-running resumes. See docs/SYNTHETIC_HANDWRITING.md.",
+    )
+    dec.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
+    dec.add_argument("--inkml", default=None, help="CROHME InkML zip (<data root>/crohme/crohme_inkml.zip)")
+    dec.add_argument("--max-per-file", type=int, default=6, help="parts kept per file, a seeded choice (6)")
+    dec.add_argument("--seed", type=int, default=0, help="seed of the choice of parts (0)")
+    dec.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dec.add_argument("--limit", type=int, default=None, help="decompose only the first N train files")
+    dec.add_argument(
+        "--data-root", default=None, help="folder holding crohme/ (the 2014 captions; ../shared/data)"
+    )
+    dec.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dec.set_defaults(func=_decompose_inkml)
+
+
+def _decompose_inkml(args: argparse.Namespace) -> int:
+    from texscribe.render.decompose_dataset import decompose_inkml
+
+    result = decompose_inkml(
+        args.out,
+        inkml=args.inkml,
+        data_root=args.data_root,
+        max_per_file=args.max_per_file,
+        seed=args.seed,
+        workers=args.workers,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    rows: list[tuple[str, object]] = [
+        ("files read", result.files),
+        ("files passing the MathML check", result.files_passing),
+    ]
+    rows += [(f"files skipped: {reason}", n) for reason, n in result.files_skipped.most_common()]
+    rows += [(f"images kept: {kind}", n) for kind, n in result.kept.most_common()]
+    rows += [(f"parts dropped: {reason}", n) for reason, n in result.dropped.most_common()]
+    rows += [
+        ("images new / reused", f"{result.generated} / {result.reused}"),
         ("wall time", f"{result.wall_s:.1f} s"),
     ]
     _print_table(rows)

@@ -116,6 +116,20 @@ def render_strokes(
     return canvas
 
 
+def stroke_scale(traces: Sequence[np.ndarray], options: RenderOptions | None = None) -> float:
+    """Pixels per InkML unit that `render_strokes(traces, options)` draws at: drawing a subset of the traces
+    with `RenderOptions(scale=...)` of this value keeps its symbols the size they have in the whole drawing.
+    Raises `ImageError` as `render_strokes` does."""
+    strokes = [_points(t) for t in traces]
+    problem = drawing_problem(strokes)
+    if problem:
+        raise ImageError(problem)
+    strokes = [t for t in strokes if len(t)]
+    if not strokes:
+        raise ImageError("no trace points to draw")
+    return _scale(strokes, options or RenderOptions())
+
+
 def drawing_problem(traces: Sequence[np.ndarray], ids: Sequence[str] | None = None) -> str | None:
     """Why traces ((N, 2) x, y arrays) cannot be drawn faithfully, or None: a coordinate that is not
     finite or is beyond `MAX_COORDINATE`. `ids` name the traces in the message (default: 0, 1, ...)."""

@@ -39,7 +39,8 @@ class InkSymbol:
 
 @dataclass
 class InkmlDocument:
-    """A parsed InkML file. `traces[i]` is an (N, 2) float64 array of x, y (InkML units, y downwards)."""
+    """A parsed InkML file. `traces[i]` is an (N, 2) float64 array of x, y (InkML units, y downwards);
+    a symbol's `href` names the MathML element (its `xml:id`) under `mathml` that it draws."""
 
     traces: list[np.ndarray]
     trace_ids: list[str]
@@ -47,6 +48,7 @@ class InkmlDocument:
     channels: tuple[str, ...]
     symbols: list[InkSymbol] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    mathml: ET.Element | None = None  # the file's `<annotationXML>` (presentation MathML with `xml:id`s)
 
 
 def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
@@ -100,6 +102,7 @@ def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
         channels=channels,
         symbols=_symbols(root, index),
         annotations=annotations,
+        mathml=next(iter(_children(root, "annotationXML")), None),
     )
 
 
