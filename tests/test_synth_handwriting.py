@@ -186,6 +186,22 @@ def test_crohme_2014_formulas_are_excluded(shared_data, tmp_path):
     assert all(t in selection.vocab for f in selection.formulas for t in f.tokens)
 
 
+def test_formulas_held_out_of_the_printed_renders_are_never_drawn(shared_data, tmp_path):
+    """A formula the printed renders hold out (by its hash) stays unseen as handwriting too, so the printed
+    held-out figure of a model trained on both measures formulas it never saw in any form."""
+    from texscribe.render.corpus import DEFAULT_HELD_OUT_FRACTION, is_held_out
+
+    held, kept = "x ^ { 2 } + 2 0 y", "x ^ { 2 } + 7 y"
+    assert is_held_out(held.split(), DEFAULT_HELD_OUT_FRACTION)
+    assert not is_held_out(kept.split(), DEFAULT_HELD_OUT_FRACTION)
+    extra = tmp_path / "extra.lst"
+    extra.write_text(f"{to_latex(held.split())}\n{to_latex(kept.split())}\n")
+    selection = select_formulas(shared_data / "crohme" / "crohme_offline.zip", [extra], lambda tokens: [])
+    chosen = {to_text(f.tokens) for f in selection.formulas}
+    assert kept in chosen and held not in chosen
+    assert any(s.reason == "printed_held_out" and held in s.detail for s in selection.skipped)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_writes_a_prepared_dataset_and_resumes(shared_data, bank_file, tmp_path, capsys):
     out = tmp_path / "hw"

@@ -84,6 +84,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _register_render(sub: argparse._SubParsersAction) -> None:
+    from texscribe.render.corpus import DEFAULT_HELD_OUT_FRACTION
     from texscribe.render.style import DEFAULT_DPIS, DEFAULT_FONTS, DEFAULT_SIZES, FONTS
 
     ren = sub.add_parser(
@@ -118,7 +119,11 @@ def _register_render(sub: argparse._SubParsersAction) -> None:
     ren.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
     ren.add_argument("--batch-size", type=int, default=None, help="formulas per TeX run (256)")
     ren.add_argument(
-        "--held-out-fraction", type=float, default=0.02, metavar="F", help="hash-chosen held-out share (0.02)"
+        "--held-out-fraction",
+        type=float,
+        default=DEFAULT_HELD_OUT_FRACTION,
+        metavar="F",
+        help=f"hash-chosen held-out share ({DEFAULT_HELD_OUT_FRACTION})",
     )
     ren.add_argument(
         "--renderer", default="auto", choices=["auto", "tex", "mathtext"], help="(auto: TeX if installed)"

@@ -110,6 +110,11 @@ def formula_digest(tokens: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha1(to_text(tokens).encode("utf-8")).hexdigest()
 
 
+# Share of formulas, chosen by hash, that rendered print holds out (`texscribe data render` default) and
+# that synthetic handwriting never draws: a held-out formula stays unseen in every modality.
+DEFAULT_HELD_OUT_FRACTION = 0.02
+
+
 def is_held_out(tokens: tuple[str, ...] | list[str], fraction: float) -> bool:
     """Whether a formula belongs to the held-out part: a hash threshold, so it never depends on order."""
     if fraction <= 0:

@@ -4,7 +4,8 @@ with CROHME's symbols, never a formula of the CROHME 2014 test split.
 `select_formulas` reads the sources through `texscribe.render.corpus.build_corpus` (the project's
 normalisation and cleaning, one copy per distinct token sequence), then drops, with a reason each:
 `out_of_crohme_vocab` (a token the CROHME train captions never use), `crohme_2014_formula` (tokens equal
-to a 2014 test caption's), `symbol_not_in_bank` (a symbol no InkML writer drew).
+to a 2014 test caption's), `printed_held_out` (a formula the printed renders hold out, by the same hash:
+`corpus.DEFAULT_HELD_OUT_FRACTION`), `symbol_not_in_bank` (a symbol no InkML writer drew).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from texscribe.errors import InputError, LabelError
 from texscribe.latex import split_label, to_text
 from texscribe.render.corpus import (
     CROHME_SPLIT,
+    DEFAULT_HELD_OUT_FRACTION,
     CorpusSpec,
     Formula,
     build_corpus,
@@ -30,6 +32,7 @@ DEFAULT_MAX_LEN = 100
 SELECTION_REASONS = {
     "out_of_crohme_vocab": "holds a token the CROHME train captions never use",
     "crohme_2014_formula": "same tokens as a CROHME 2014 test caption (test formulas are never used)",
+    "printed_held_out": "held out of the printed renders (formula hash): unseen in every modality",
     "symbol_not_in_bank": "holds a symbol no InkML writer drew (no glyph in the bank)",
 }
 
@@ -75,7 +78,7 @@ def select_formulas(
     the symbols of `tokens` the glyph bank cannot draw (empty when all can)."""
     specs = [CorpusSpec("crohme", crohme_zip, "crohme")]
     specs += [CorpusSpec("file", path, path.stem) for path in extra]
-    corpus = build_corpus(specs, max_label_len=max_len)
+    corpus = build_corpus(specs, max_label_len=max_len, held_out_fraction=DEFAULT_HELD_OUT_FRACTION)
     held_back = held_back_formulas(crohme_zip)
     selection = FormulaSelection(skipped=list(corpus.skipped), read=corpus.read)
     selection.vocab = {t for tokens in caption_tokens(crohme_zip, CROHME_SPLIT) for t in tokens}
@@ -96,6 +99,8 @@ def _drop(formula: Formula, selection: FormulaSelection, held_back: set[str], dr
         return "out_of_crohme_vocab", " ".join(outside[:10])
     if to_text(formula.tokens) in held_back:
         return "crohme_2014_formula", to_text(formula.tokens)[:200]
+    if formula.held_out:
+        return "printed_held_out", to_text(formula.tokens)[:200]
     missing = drawable(formula.tokens)
     if missing:
         selection.missing_symbols.update(missing)

@@ -22,7 +22,7 @@ from texscribe.data.report import DatasetCounts
 from texscribe.data.sample import Skipped
 from texscribe.errors import InputError
 from texscribe.latex import Vocab
-from texscribe.render.corpus import Corpus, CorpusSpec, build_corpus
+from texscribe.render.corpus import DEFAULT_HELD_OUT_FRACTION, Corpus, CorpusSpec, build_corpus
 from texscribe.render.job_state import (
     cpu_seconds,
     load_state,
@@ -116,7 +116,7 @@ def render_dataset(
     limit: int | None = None,
     styles: StyleSpace | None = None,
     variants: int = 1,
-    held_out_fraction: float = 0.02,
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
     renderer: str = "auto",
     workers: int = 2,
     batch_size: int = DEFAULT_BATCH,
