@@ -20,6 +20,7 @@ import numpy as np
 from texscribe.data.cleaning import REASONS
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
 from texscribe.data.sample import Skipped
+from texscribe.latex import Vocab
 
 EXAMPLES_PER_REASON = 5
 
@@ -54,6 +55,18 @@ class DatasetCounts:
 
     def count_kept(self, source: str) -> None:
         self.per_source[source]["kept"] += 1
+
+    def tally(self, records: Sequence[PreparedRecord], skipped: Sequence[Skipped]) -> None:
+        """Count a generated dataset's outcome at once: every skipped item as read and dropped for its
+        reason, every record as read and kept, and the vocabulary size of the kept labels."""
+        for item in skipped:
+            self.count_read(item.source)
+            self.count_dropped(item.source, item.reason)
+        for record in records:
+            self.count_read(record.source)
+            self.count_kept(record.source)
+        self.kept = len(records)
+        self.vocab_size = len(Vocab.build(r.tokens for r in records))
 
 
 def _stats(values: Sequence[int]) -> dict[str, float]:

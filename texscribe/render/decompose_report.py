@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
 from texscribe.data.report import DatasetCounts, render_markdown, write_report
 from texscribe.data.sample import Skipped
-from texscribe.latex import Vocab
 
 if TYPE_CHECKING:
     from texscribe.render.decompose_dataset import DecomposeResult
@@ -43,14 +42,7 @@ def write_decompose_report(
     """Write report.json / report.md / plots under `out`; returns the report dict. Items of the generic
     report are parts (source `decompose:<kind>`) and skipped files (source `decompose:file`)."""
     prep = DatasetCounts(out=out, sources=sorted({r.source for r in records} | {s.source for s in skipped}))
-    for item in skipped:
-        prep.count_read(item.source)
-        prep.count_dropped(item.source, item.reason)
-    for record in records:
-        prep.count_read(record.source)
-        prep.count_kept(record.source)
-    prep.kept = len(records)
-    prep.vocab_size = len(Vocab.build(r.tokens for r in records))
+    prep.tally(records, skipped)
     prep.written, prep.reused = result.generated - result.dropped["bad_image"], result.reused
     prep.wall_s = result.wall_s
     report = write_report(out, prep, records, skipped)

@@ -13,7 +13,6 @@ from texscribe.data.cleaning import REASONS
 from texscribe.data.prepared import REPORT_JSON, REPORT_MD, PreparedRecord
 from texscribe.data.report import DatasetCounts, render_markdown, write_report
 from texscribe.data.sample import Skipped
-from texscribe.latex import Vocab
 from texscribe.render.glyph_bank import GlyphBank
 from texscribe.render.handwriting_corpus import SELECTION_REASONS, FormulaSelection
 from texscribe.render.handwriting_layout import LAYOUT_FAILURES
@@ -43,14 +42,7 @@ def write_synth_report(
 ) -> dict[str, Any]:
     """Write report.json / report.md / plots under `out`; returns the report dict."""
     prep = DatasetCounts(out=out, sources=sorted(selection.read))
-    for item in skipped:
-        prep.count_read(item.source)
-        prep.count_dropped(item.source, item.reason)
-    for record in records:
-        prep.count_read(record.source)
-        prep.count_kept(record.source)
-    prep.kept = len(records)
-    prep.vocab_size = len(Vocab.build(r.tokens for r in records))
+    prep.tally(records, skipped)
     prep.written, prep.reused = result.generated - sum(result.failures.values()), result.reused
     prep.wall_s = result.wall_s
     report = write_report(out, prep, records, skipped)
