@@ -100,7 +100,10 @@ def check_contents(wheel: Path) -> None:
     """The wheel holds every file of weights/ and server/static/, and the formula model's card."""
     names = set(zipfile.ZipFile(wheel).namelist())
     must = _package_files("weights") | _package_files("server/static")
-    must |= {"texscribe/weights/MODEL_CARD.md", "texscribe/weights/model_card/exprate.png"}  # from docs/
+    must |= {
+        "texscribe/weights/MODEL_CARD.md",
+        "texscribe/weights/model_card/accuracy_by_length.png",
+    }  # from docs/
     if not {"texscribe/weights/default.pt", "texscribe/weights/digits.pt"} <= must:
         raise CheckFailed("the checkout has no shipped weights in texscribe/weights")
     if must - names:

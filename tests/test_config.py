@@ -126,17 +126,28 @@ def test_the_decoder_ratio_is_range_checked_and_reaches_the_trained_decoder():
     assert module.model.decoder.teacher_forcing == 0.25
 
 
-def test_the_shipped_model_file_with_retired_keys_still_loads():
+def test_a_model_file_with_retired_keys_still_loads(tmp_path):
+    """Model files saved before `train.teacher_forcing` and `train.val_beam` were retired (the `small` default
+    of 2026-11-22 was one) load: the keys are upgraded, a decoder ratio below 1 moves to the decoder."""
     import torch
 
-    from texscribe.checkpoint import read_model_file
+    from texscribe.checkpoint import read_model_file, save_model_file
+    from texscribe.latex import Vocab
+    from texscribe.models.registry import build_model
 
-    path = REPO / "texscribe" / "weights" / "default.pt"
-    stored = torch.load(path, map_location="cpu", weights_only=True)["config"]
-    assert {"teacher_forcing", "val_beam"} <= set(stored["train"])  # saved before the keys were retired
-    config = read_model_file(path).config
-    assert "teacher_forcing" not in config.model.decoder
-    assert config.model == stored_config(stored).model
+    config = load_config("tiny")
+    vocab = Vocab(["x", "y"])
+    path = save_model_file(
+        tmp_path / "old.pt", config, vocab, build_model(config.model, len(vocab)).state_dict()
+    )
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw["config"]["train"].update(teacher_forcing=0.5, val_beam=3)  # as an old file stored them
+    raw["config"]["model"]["decoder"].pop("teacher_forcing", None)
+    torch.save(raw, path)
+    loaded = read_model_file(path).config
+    assert "teacher_forcing" not in loaded.train.__dict__ and "val_beam" not in loaded.train.__dict__
+    assert loaded.model.decoder["teacher_forcing"] == 0.5
+    assert loaded.model == stored_config(raw["config"]).model
 
 
 @pytest.mark.skipif(

@@ -268,13 +268,13 @@ def test_shipped_default_model_reads_the_bundled_examples():
 SHIPPED_GREEDY = {
     "x_squared_plus_1.png": "x^{2}+1",
     "y_eq_4x.png": "y=4x",
-    "sample_crohme/data/train/img/sample_2x.bmp": "2X",
+    "sample_crohme/data/train/img/sample_2x.bmp": "2x",
     "sample_crohme/data/train/img/sample_3_eq_3.bmp": "3=3",
     "sample_crohme/data/train/img/sample_paren.bmp": "(x+2)",
     "sample_crohme/data/train/img/sample_square.bmp": "x^{2}+1",
     "sample_crohme/data/train/img/sample_sum.bmp": "1+2=3",
-    "sample_crohme/data/train/img/sample_x_minus_y.bmp": "X-Y",
-    "sample_crohme/data/train/img/sample_x_plus_1.bmp": "X+1",
+    "sample_crohme/data/train/img/sample_x_minus_y.bmp": "x-y",
+    "sample_crohme/data/train/img/sample_x_plus_1.bmp": "x+1",
     "sample_crohme/data/train/img/sample_y_eq_4x.bmp": "y=4x",
 }
 
