@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for renders, prepared sets, reports")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
     parser.add_argument("--ink-height", type=float, default=BITMAP_STROKE_HEIGHT)
+    parser.add_argument("--ink-tolerance", type=float, default=None,
+                        help="data.ink_height_tolerance of the --ink-height setting (default: the model's)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="first N expressions of each scale")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
@@ -76,9 +78,18 @@ def main() -> None:
     captions = official_captions(SHARED / "crohme_offline.zip", "2014")
     recognizer = load_model(args.model, num_threads=args.threads)
     as_shipped = recognizer.config.data.ink_height
-    settings = {
-        f"model file (ink_height={as_shipped})": as_shipped,
-        f"ink_height={args.ink_height:g}": args.ink_height,
+    tolerance = args.ink_tolerance or recognizer.config.data.ink_height_tolerance
+    settings = {  # name -> (ink_height, ink_height_tolerance, eval folder tag)
+        f"model file (ink_height={as_shipped})": (
+            as_shipped,
+            recognizer.config.data.ink_height_tolerance,
+            "model",
+        ),
+        f"ink_height={args.ink_height:g} tol {tolerance:g}": (
+            args.ink_height,
+            tolerance,
+            f"ink_t{tolerance:g}",
+        ),
     }
     rows: list[tuple[str, float, dict[str, float]]] = []
     for scale in args.scales:
@@ -88,13 +99,13 @@ def main() -> None:
         if not (prepared / "manifest.tsv").exists():
             prepare([str(folder / "manifest.tsv")], prepared, workers=1, progress=False)
         print(f"x{scale:g}: {count} expressions rendered, prepared at {prepared}", flush=True)
-        for name, ink_height in settings.items():
+        for name, (ink_height, tol, tag) in settings.items():
             config = copy.deepcopy(recognizer.config)
-            config.data.ink_height = ink_height
+            config.data.ink_height, config.data.ink_height_tolerance = ink_height, tol
             original, recognizer.config = recognizer.config, config
             try:
                 result = evaluate(
-                    recognizer, prepared, args.out / f"eval_x{scale:g}_{'ink' if ink_height else 'plain'}",
+                    recognizer, prepared, args.out / f"eval_x{scale:g}_{tag}",
                     beam=args.beam, limit=args.limit, workers=1, progress=False,
                 )  # fmt: skip
             finally:
