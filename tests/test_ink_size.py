@@ -125,3 +125,29 @@ def test_faint_thin_print_keeps_its_strokes_when_enlarged(monkeypatch) -> None: 
     assert np.count_nonzero(out > 0.5) >= 10 * np.count_nonzero(img > 0.5)  # ~5x taller, ~3x wider
     monkeypatch.setattr(images, "_KEEP_AFTER_THINNING", 0.0)  # the unguarded erosion wipes the ink out
     assert np.count_nonzero(normalise_ink_size(img, cfg) > 0.5) == 0
+
+
+def test_prepare_ink_height_enlarges_without_a_box(tmp_path: Path) -> None:
+    """`data prepare --ink-height` stores writing at the symbol height in full: the input box belongs to the
+    model (training's `fit_height` applies it), so DataConfig's default 1024 px width must not cut it short."""
+    from texscribe.data.prepare import prepare
+    from texscribe.data.prepared import PreparedDataset
+
+    img = _bitmap("sample_y_eq_4x.bmp")
+    size = measure_ink(img)
+    assert size is not None
+    tiny = cv2.resize(
+        img, None, fx=8.0 / size.symbol_height, fy=8.0 / size.symbol_height, interpolation=cv2.INTER_AREA
+    )
+    strip = np.zeros((tiny.shape[0] + 8, 300), np.float32)
+    strip[4 : 4 + tiny.shape[0], 10 : 10 + tiny.shape[1]] = tiny
+    strip[4 : 4 + tiny.shape[0], 280 - tiny.shape[1] : 280] = tiny
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    cv2.imwrite(
+        str(labels / "wide.png"), (255 * (1 - strip)).astype(np.uint8)
+    )  # dark ink on white, as scanned
+    (labels / "wide.txt").write_text("y = 4 x y = 4 x")
+    prepare([str(labels)], tmp_path / "out", ink_height=28.0, workers=1, progress=False)
+    (record,) = PreparedDataset.open(tmp_path / "out").records
+    assert record.width > 1100  # ~270 px of ink enlarged ~7x; the old default-box cap stopped at 1024

@@ -49,13 +49,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if len(args.model) > 1:
         raise ConfigError("--format onnx exports one model: give one --model (averaging is for --format pt)")
-    args.model = args.model[0]
-    result = export_model_file(args.model, args.out, quantize=args.quantize, opset=args.opset or OPSET)
+    model = args.model[0]
+    result = export_model_file(model, args.out, quantize=args.quantize, opset=args.opset or OPSET)
     for name, size in result.files.items():
         print(f"{result.out_dir / name}\t{size / 1024:.1f} KiB")
     print(f"exported in {result.seconds:.1f} s{' (int8)' if result.quantized else ''}")
     if not args.no_check:
-        report = check_export(args.model, args.out)
+        report = check_export(model, args.out)
         print(report)
     return 0
 

@@ -44,6 +44,9 @@ class _Job:
     key: str
 
 
+_NO_BOUND = 10**9  # px: "no limit" for a size bound
+
+
 @dataclass(frozen=True)
 class _Settings:
     margin: int
@@ -52,7 +55,8 @@ class _Settings:
     ink_height: float | None = None
 
     def tag(self) -> str:
-        ink = f"-i{self.ink_height:g}" if self.ink_height else ""  # absent: the keys of older preparations
+        # absent without --ink-height: the keys of older preparations; "u": enlargement not bounded by a box
+        ink = f"-i{self.ink_height:g}u" if self.ink_height else ""
         return f"m{self.margin}-h{self.max_height}-p{self.max_pixels}{ink}-v1"
 
 
@@ -69,9 +73,14 @@ def _decode_and_crop(job: _Job, settings: _Settings) -> tuple[str, int, int] | D
         return Drop("no_ink", f"{job.origin}: blank image (no ink pixels)")
     img = crop_to_ink(img, margin=settings.margin)
     if settings.ink_height:  # stored at the model's writing size, so training sizes batches from the manifest
-        img = normalise_ink_size(img, DataConfig(ink_height=settings.ink_height))
+        # no input box here: DataConfig's default box (256 x 1024 at scale 1) is not the model's, and
+        # training's `fit_height` fits every image into the model's own box anyway
+        unbounded = DataConfig(
+            ink_height=settings.ink_height, img_max_height=_NO_BOUND, img_max_width=_NO_BOUND
+        )
+        img = normalise_ink_size(img, unbounded)
     if settings.max_height and img.shape[0] > settings.max_height:
-        img = fit_height(img, min_height=1, max_height=settings.max_height, max_width=10**9)
+        img = fit_height(img, min_height=1, max_height=settings.max_height, max_width=_NO_BOUND)
     try:
         write_png_atomic(img, job.dest)
     except (ImageError, OSError) as exc:
