@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--train",
         action="append",
         metavar="DIR",
-        help="prepared training dataset (repeatable); sets data.train",
+        help="prepared training dataset (repeatable); DIR@K reads it K times per epoch (mixture weight); sets data.train",
     )
     p.add_argument("--val", metavar="DIR", help="prepared validation dataset; sets data.val")
     p.add_argument("--out", metavar="DIR", help="parent folder of run directories; sets train.out_dir")

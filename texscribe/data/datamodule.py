@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from texscribe.config import Config, DataConfig
 from texscribe.data.augment import Augmenter, build_augmenter
 from texscribe.data.batching import Batch, Collate, Item, SizeBucketBatchSampler, kmeans_buckets
-from texscribe.data.prepared import DecodedImageCache, PreparedDataset, PreparedRecord
+from texscribe.data.prepared import DecodedImageCache, PreparedDataset, PreparedRecord, parse_train_entry
 from texscribe.errors import ConfigError, ImageError
 from texscribe.images import fit_height, fitted_size, preprocess
 from texscribe.latex import Vocab
@@ -60,19 +60,22 @@ class LatexDataset(Dataset):
         limit: int | None = None,
         seed: int = 0,
         name: str = "train",
+        repeats: Sequence[int] | None = None,
     ):
         self.data_config, self.augment, self.vocab = data_config, augment, vocab
         self.records: list[tuple[PreparedDataset, PreparedRecord]] = []
         self.skipped: Counter[str] = Counter()
         self.unknown_tokens: Counter[str] = Counter()
-        for ds in datasets:
+        for ds, times in zip(datasets, repeats or [1] * len(datasets), strict=True):
+            kept = []
             for rec in ds.records:
                 if len(rec.tokens) > data_config.max_label_len:
                     self.skipped[
                         f"{ds.root}: label longer than max_label_len={data_config.max_label_len}"
                     ] += 1
                     continue
-                self.records.append((ds, rec))
+                kept.append((ds, rec))
+            self.records.extend(kept * times)
         if limit is not None and limit < len(self.records):
             keep = np.sort(np.random.default_rng(seed).choice(len(self.records), size=limit, replace=False))
             self.records = [self.records[i] for i in keep]
@@ -124,7 +127,8 @@ class LatexDataset(Dataset):
     def __getitem__(self, index: int) -> Item | None:
         ds, rec = self.records[index]
         try:
-            img = self.image_cache.load(index, ds, rec) if self.image_cache else ds.load_image(rec)
+            cached = self.image_cache  # keyed by file: a repeated dataset's copies share one decoded image
+            img = cached.load(rec.image_path, ds, rec) if cached else ds.load_image(rec)
             out = self.augment(img, self._preprocess) if self.augment else self._preprocess(img)
         except ImageError as exc:  # a damaged file must not kill a long run: drop it from its batch
             log.warning("skipping %s (%s): %s", rec.id, rec.image_path, exc)
@@ -189,7 +193,9 @@ class LatexDataModule(L.LightningDataModule):
         data = config.data
         if not data.train:
             raise ConfigError("data.train is empty: pass prepared dataset folders with --train DIR")
-        self.train_sets = [PreparedDataset.open(p) for p in data.train]
+        entries = [parse_train_entry(e) for e in data.train]  # `DIR@K`: K copies per epoch
+        self.train_sets = [PreparedDataset.open(folder) for folder, _ in entries]
+        self.train_repeats = [times for _, times in entries]
         self.val_set = PreparedDataset.open(data.val) if data.val else None
         self.vocab = vocab or merged_vocab(self.train_sets)
         self.train_data: LatexDataset | None = None
@@ -201,7 +207,13 @@ class LatexDataModule(L.LightningDataModule):
         if self.train_data is None:
             augment = build_augmenter(cfg.data.augment, seed=cfg.train.seed)
             self.train_data = LatexDataset(
-                self.train_sets, self.vocab, cfg.data, augment=augment, seed=cfg.train.seed, name="train"
+                self.train_sets,
+                self.vocab,
+                cfg.data,
+                augment=augment,
+                seed=cfg.train.seed,
+                name="train",
+                repeats=self.train_repeats,
             )
             if len(self.train_data) == 0:
                 raise ConfigError(f"no usable training records in {', '.join(cfg.data.train)}")

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from texscribe.data.sample import Skipped
-from texscribe.errors import InputError
+from texscribe.errors import ConfigError, InputError
 from texscribe.latex import Vocab
 
 MANIFEST = "manifest.tsv"
@@ -203,6 +203,21 @@ class PreparedWriter:
         """Rewrite the state file with `lines` (each ending in a newline): the entries still worth reusing."""
         assert self.state_path is not None, "this writer has no state file"
         write_text_atomic(self.state_path, "".join(lines))
+
+
+def parse_train_entry(entry: str) -> tuple[str, int]:
+    """`data.train` entry -> (prepared folder, times its records appear per epoch).
+
+    `DIR@K` (K a whole number >= 1) repeats a folder K times per epoch: a mixture's weights, so that 18 k
+    real handwritten formulas are not drowned by 200 k rendered ones. A path that exists as written is
+    taken literally, '@' and all. Raises `ConfigError` naming the entry for `DIR@0` or `DIR@-1`.
+    """
+    folder, sep, count = entry.rpartition("@")
+    if not sep or not re.fullmatch(r"-?\d+", count) or Path(entry).exists():
+        return entry, 1
+    if int(count) < 1:
+        raise ConfigError(f"data.train entry {entry!r}: the repeat count after '@' must be >= 1")
+    return folder, int(count)
 
 
 class DecodedImageCache:

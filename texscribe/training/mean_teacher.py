@@ -127,13 +127,13 @@ class ViewPairs:
     def __init__(self, config: Config, seed: int, buckets: Sequence[tuple[int, int]] | None = None):
         from texscribe.data.augment import build_augmenter
         from texscribe.data.datamodule import LatexDataset, merged_vocab
-        from texscribe.data.prepared import PreparedDataset
+        from texscribe.data.prepared import PreparedDataset, parse_train_entry
 
         mt, data = config.train.mean_teacher, config.data
         folders = list(mt.unlabelled) or list(data.train)
         if not folders:
             raise ConfigError("train.mean_teacher.unlabelled is empty and so is data.train: no images for it")
-        datasets = [PreparedDataset.open(p) for p in folders]
+        datasets = [PreparedDataset.open(parse_train_entry(p)[0]) for p in folders]
         unlimited = dataclasses.replace(data, max_label_len=10**9)  # labels are not used: keep every image
         augment = build_augmenter(data.augment, seed=seed + 101)
         self.dataset = LatexDataset(
