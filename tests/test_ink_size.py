@@ -22,6 +22,23 @@ def _bitmap(name: str) -> np.ndarray:
     return cv2.imread(str(EXAMPLE / name), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 
+def _tiny_formula() -> np.ndarray:
+    """`y=4x` from the sample bitmaps, shrunk to ~8 px symbols (CROHME's are ~28)."""
+    img = _bitmap("sample_y_eq_4x.bmp")
+    size = measure_ink(img)
+    assert size is not None
+    factor = 8.0 / size.symbol_height
+    return cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+
+
+def _strip_of(ink: np.ndarray, lefts: tuple[int, ...], width: int = 300) -> np.ndarray:
+    """A `width` px wide dark strip holding a copy of `ink` at each left edge in `lefts`, 4 px margins."""
+    strip = np.zeros((ink.shape[0] + 8, width), np.float32)
+    for left in lefts:
+        strip[4 : 4 + ink.shape[0], left : left + ink.shape[1]] = ink
+    return strip
+
+
 def test_measure_ink_follows_writing_size_not_pen(shared_data: Path) -> None:
     """The same CROHME 2014 ink drawn 0.5x..3x as large, with a thin or a thick pen: the measured symbol
     height scales with the writing and hardly with the pen (a 5 px pen on writing half the bitmaps' size
@@ -93,15 +110,8 @@ def test_normalise_ink_size_never_enlarges_past_the_input_box() -> None:
     """Tiny writing spread over a wide image (two copies of a formula, measured at ~4 px symbols, far
     apart) is enlarged only up to the model's input box at its scale, not by the ~7x its symbol height
     asks for; without the wide margin the same ink is enlarged in full."""
-    img = _bitmap("sample_y_eq_4x.bmp")
-    size = measure_ink(img)
-    assert size is not None
-    tiny = cv2.resize(
-        img, None, fx=8.0 / size.symbol_height, fy=8.0 / size.symbol_height, interpolation=cv2.INTER_AREA
-    )
-    strip = np.zeros((tiny.shape[0] + 8, 300), np.float32)
-    strip[4 : 4 + tiny.shape[0], 10 : 10 + tiny.shape[1]] = tiny
-    strip[4 : 4 + tiny.shape[0], 200 : 200 + tiny.shape[1]] = tiny
+    tiny = _tiny_formula()
+    strip = _strip_of(tiny, lefts=(10, 200))
     cfg = DataConfig(ink_height=28.0, scale=0.5, img_max_height=128, img_max_width=640)
     out = normalise_ink_size(strip, cfg)
     assert out.shape[1] <= 640 / 0.5 + 10  # the box's width at scale 0.5 (+ the pen's padding)
@@ -133,15 +143,8 @@ def test_prepare_ink_height_enlarges_without_a_box(tmp_path: Path) -> None:
     from texscribe.data.prepare import prepare
     from texscribe.data.prepared import PreparedDataset
 
-    img = _bitmap("sample_y_eq_4x.bmp")
-    size = measure_ink(img)
-    assert size is not None
-    tiny = cv2.resize(
-        img, None, fx=8.0 / size.symbol_height, fy=8.0 / size.symbol_height, interpolation=cv2.INTER_AREA
-    )
-    strip = np.zeros((tiny.shape[0] + 8, 300), np.float32)
-    strip[4 : 4 + tiny.shape[0], 10 : 10 + tiny.shape[1]] = tiny
-    strip[4 : 4 + tiny.shape[0], 280 - tiny.shape[1] : 280] = tiny
+    tiny = _tiny_formula()
+    strip = _strip_of(tiny, lefts=(10, 280 - tiny.shape[1]))
     labels = tmp_path / "labels"
     labels.mkdir()
     cv2.imwrite(
