@@ -111,6 +111,22 @@ def test_prepare_outputs_and_drop_reasons(tmp_path):
         assert cv2.imread(str(out / "plots" / plot)) is not None
 
 
+def test_keep_multiline_keeps_matrices_for_print_training(tmp_path, capsys):
+    """`--keep-multiline` keeps the matrix the default drops, with its row and cell tokens in the vocabulary."""
+    from texscribe.cli import main
+
+    src = comer_tree(tmp_path / "src")
+    out = tmp_path / "out"
+    assert main(["data", "prepare", f"{src}:train", "--out", str(out), "--keep-multiline", "--workers", "1",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert "dropped: multiline" not in capsys.readouterr().out
+    ds = PreparedDataset.open(out)
+    rows = next(r for r in ds.records if r.id == "rows")
+    assert rows.tokens == ["\\begin{matrix}", "a", "\\\\", "b", "\\end{matrix}"]
+    assert "\\\\" in ds.vocab and "\\begin{matrix}" in ds.vocab
+    assert [r.id for r in ds.records] == ["e1", "e2", "e3", "e4", "e5", "rows"]
+
+
 def test_a_line_in_a_wrong_encoding_does_not_stop_prepare(tmp_path, capsys):
     """Issue 19 item 4: one Latin-1 caption line in one source and a UTF-16 manifest beside it: the CLI
     writes everything else, exit 0, and the skipped line names its file and line."""

@@ -114,6 +114,12 @@ DEFAULT_RULES: dict[str, LabelRule] = {
 }
 
 
+def label_rules(*, drop_multiline: bool = True) -> dict[str, LabelRule]:
+    """The default rules, without `multiline` when matrices, arrays and cases are wanted (print renders
+    and the sets that teach a model to read them); handwriting and evaluation splits keep the default."""
+    return {k: v for k, v in DEFAULT_RULES.items() if drop_multiline or k != "multiline"}
+
+
 @dataclass(frozen=True)
 class Drop:
     """Why an item was dropped: a code from `REASONS` and a human detail naming the item."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from texscribe.data.cleaning import DEFAULT_RULES, Drop, LabelCleaner
+from texscribe.data.cleaning import Drop, LabelCleaner, label_rules
 from texscribe.data.readers.archive import Archive
 from texscribe.data.readers.comer import CAPTION_FILE, choose_split, comer_splits
 from texscribe.data.sample import Sample, Skipped
@@ -184,8 +184,7 @@ def build_corpus(
     """
     if not 0.0 <= held_out_fraction < 1.0:
         raise InputError(f"held-out fraction must be in [0, 1), got {held_out_fraction}")
-    rules = {k: v for k, v in DEFAULT_RULES.items() if drop_multiline or k != "multiline"}
-    cleaner = LabelCleaner(max_label_len=max_label_len, rules=rules)
+    cleaner = LabelCleaner(max_label_len=max_label_len, rules=label_rules(drop_multiline=drop_multiline))
     corpus = Corpus()
     seen: dict[str, str] = {}
     for spec in specs:
