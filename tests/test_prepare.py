@@ -111,20 +111,25 @@ def test_prepare_outputs_and_drop_reasons(tmp_path):
         assert cv2.imread(str(out / "plots" / plot)) is not None
 
 
-def test_keep_multiline_keeps_matrices_for_print_training(tmp_path, capsys):
-    """`--keep-multiline` keeps the matrix the default drops, with its row and cell tokens in the vocabulary."""
-    from texscribe.cli import main
-
+def test_multiline_keep_and_only(tmp_path, capsys):
+    """`--multiline keep` keeps the matrix the default drops, its row and cell tokens in the vocabulary;
+    `--multiline only` keeps it alone and names why the one-line formulas went."""
     src = comer_tree(tmp_path / "src")
     out = tmp_path / "out"
-    assert main(["data", "prepare", f"{src}:train", "--out", str(out), "--keep-multiline", "--workers", "1",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert main(["data", "prepare", f"{src}:train", "--out", str(out), "--multiline", "keep", "--workers",
+                 "1", "--no-progress"]) == 0  # fmt: skip
     assert "dropped: multiline" not in capsys.readouterr().out
     ds = PreparedDataset.open(out)
     rows = next(r for r in ds.records if r.id == "rows")
     assert rows.tokens == ["\\begin{matrix}", "a", "\\\\", "b", "\\end{matrix}"]
     assert "\\\\" in ds.vocab and "\\begin{matrix}" in ds.vocab
     assert [r.id for r in ds.records] == ["e1", "e2", "e3", "e4", "e5", "rows"]
+
+    only = prepare([f"{src}:train"], tmp_path / "only", multiline="only", workers=1, progress=False)
+    assert [r.id for r in PreparedDataset.open(tmp_path / "only").records] == ["rows"]
+    assert only.dropped["one_line"] == 7  # labels are checked before images: `broken` and `blank` too
+    with pytest.raises(InputError, match="multiline must be one of drop, keep, only"):
+        prepare([f"{src}:train"], tmp_path / "bad", multiline="all", progress=False)
 
 
 def test_a_line_in_a_wrong_encoding_does_not_stop_prepare(tmp_path, capsys):

@@ -40,9 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="normalise each image's writing size to this symbol height (px; as the model's data.ink_height)",
     )
     prep.add_argument(
-        "--keep-multiline",
-        action="store_true",
-        help="keep matrices, arrays, cases and \\\\ rows (dropped by default, as one-line sources hold none)",
+        "--multiline",
+        default="drop",
+        choices=["drop", "keep", "only"],
+        help="matrices, arrays, cases and \\\\ rows: drop (default), keep, or keep only them",
     )
     prep.add_argument("--workers", type=int, default=2, help="image worker processes (default 2)")
     prep.add_argument("--limit", type=int, default=None, help="read at most N items per source")
@@ -72,7 +73,7 @@ def _prepare(args: argparse.Namespace) -> int:
         ink_height=args.ink_height,
         workers=args.workers,
         limit=args.limit,
-        keep_multiline=args.keep_multiline,
+        multiline=args.multiline,
         progress=not args.no_progress,
     )
     rows = [("in", result.n_in), ("kept", result.kept)]

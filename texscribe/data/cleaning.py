@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from texscribe.data.sample import Sample
-from texscribe.errors import LabelError
+from texscribe.errors import InputError, LabelError
 from texscribe.latex import parse_label, split_label
 
 # Every reason code a dropped item can carry, with what it means (used by the report).
 REASONS: dict[str, str] = {
     "multiline": "several lines (\\\\ or an array/matrix/cases/aligned-like environment)",
+    "one_line": "a one-line formula in a set of multi-line ones (`--multiline only`)",
     "ocr_error_marker": "label is an OCR-service artefact (empty, error word, text-only, no math content)",
     "out_of_vocab_chars": "label holds characters that are not LaTeX source (CJK, other non-ASCII)",
     "too_long": "more tokens than max_label_len",
@@ -114,10 +115,24 @@ DEFAULT_RULES: dict[str, LabelRule] = {
 }
 
 
-def label_rules(*, drop_multiline: bool = True) -> dict[str, LabelRule]:
-    """The default rules, without `multiline` when matrices, arrays and cases are wanted (print renders
-    and the sets that teach a model to read them); handwriting and evaluation splits keep the default."""
-    return {k: v for k, v in DEFAULT_RULES.items() if drop_multiline or k != "multiline"}
+def rule_one_line(raw: str, tokens: Sequence[str]) -> str | None:
+    """The complement of `rule_multiline`: for a set of matrices, arrays and cases alone."""
+    return None if rule_multiline(raw, tokens) else "one line (only multi-line formulas wanted)"
+
+
+# What a dataset does with multi-line formulas: drop them (handwriting sources and the headline evaluation
+# splits hold none), keep them (print that teaches a model matrices), or keep only them (their own figure).
+MULTILINE_POLICIES = ("drop", "keep", "only")
+
+
+def label_rules(multiline: str = "drop") -> dict[str, LabelRule]:
+    """The default rules with `multiline` applied per `MULTILINE_POLICIES`."""
+    if multiline not in MULTILINE_POLICIES:
+        raise InputError(f"multiline must be one of {', '.join(MULTILINE_POLICIES)}, got {multiline!r}")
+    rules = {k: v for k, v in DEFAULT_RULES.items() if multiline == "drop" or k != "multiline"}
+    if multiline == "only":
+        rules["one_line"] = rule_one_line
+    return rules
 
 
 @dataclass(frozen=True)

@@ -232,8 +232,8 @@ class _Preparation:
         return [_state_line(name, *self.state[name]) for name in names if name in self.state]
 
 
-def _cleaner(max_label_len: int | None, keep_multiline: bool) -> LabelCleaner:
-    return LabelCleaner(max_label_len=max_label_len, rules=label_rules(drop_multiline=not keep_multiline))
+def _cleaner(max_label_len: int | None, multiline: str) -> LabelCleaner:
+    return LabelCleaner(max_label_len=max_label_len, rules=label_rules(multiline))
 
 
 def prepare(
@@ -251,7 +251,7 @@ def prepare(
     chunksize: int = 32,
     limit: int | None = None,
     cleaner: LabelCleaner | None = None,
-    keep_multiline: bool = False,
+    multiline: str = "drop",
     progress: bool = True,
 ) -> DatasetCounts:
     """Read `sources` (`PATH[:SPLIT]` specs), clean them and write a prepared dataset to `out`.
@@ -262,9 +262,9 @@ def prepare(
     size normalised to that symbol height (`images.normalise_ink_size`, default tolerance and pen), for
     training a model whose `data.ink_height` is the same: the manifest's sizes are then the sizes
     training sees, so batches are sized right (print rendered at 7 px symbols would otherwise be
-    enlarged only after its batch was planned). `keep_multiline`: keep matrices, arrays, cases and `\\\\`
-    rows (dropped by default: one line of symbols is what handwriting sources and the evaluation splits
-    hold); ignored when a `cleaner` is given.
+    enlarged only after its batch was planned). `multiline`: `drop` (default: handwriting sources and the
+    headline evaluation splits hold one line of symbols), `keep` or `only` the matrices, arrays, cases and
+    `\\\\` rows (`cleaning.MULTILINE_POLICIES`); ignored when a `cleaner` is given.
     """
     if ink_height is not None and not ink_height > 0:
         raise InputError(f"--ink-height must be a positive symbol height in px, got {ink_height}")
@@ -276,7 +276,7 @@ def prepare(
     base_vocab = _load_vocab(Path(vocab_from)) if vocab_from else None
     specs = [SourceSpec.parse(s) for s in sources]
     counts = DatasetCounts(out=writer.root, sources=[str(s) for s in specs])
-    run = _Preparation(writer, settings, cleaner or _cleaner(max_label_len, keep_multiline), counts)
+    run = _Preparation(writer, settings, cleaner or _cleaner(max_label_len, multiline), counts)
     streams = [open_source(spec, format) for spec in specs]  # every source checked before any work
     if limit is not None:
         streams = [itertools.islice(items, limit) for items in streams]

@@ -184,7 +184,9 @@ def build_corpus(
     """
     if not 0.0 <= held_out_fraction < 1.0:
         raise InputError(f"held-out fraction must be in [0, 1), got {held_out_fraction}")
-    cleaner = LabelCleaner(max_label_len=max_label_len, rules=label_rules(drop_multiline=drop_multiline))
+    cleaner = LabelCleaner(
+        max_label_len=max_label_len, rules=label_rules("drop" if drop_multiline else "keep")
+    )
     corpus = Corpus()
     seen: dict[str, str] = {}
     for spec in specs:
