@@ -200,6 +200,29 @@ def test_read_single_file_and_open_source(tmp_path):
     assert ids == ["good", "t1"]
 
 
+def test_prepare_draws_inkml_at_a_stroke_height_with_the_same_pen(tmp_path):
+    """`data prepare --stroke-height 14` writes the same ink at half the size, its pen as wide as at 28 px."""
+    from texscribe.data.prepare import prepare
+    from texscribe.data.prepared import PreparedDataset
+    from texscribe.images import measure_ink
+
+    root = write_tree(tmp_path / "data")
+    sizes = {}
+    for height in (28.0, 14.0):
+        out = tmp_path / f"h{height:g}"
+        prepare([f"{root}:test"], out, format="inkml", stroke_height=height, workers=1, progress=False)
+        ds = PreparedDataset.open(out)
+        rec = next(r for r in ds.records if r.id == "t1")
+        image = ds.load_image(rec)
+        pen = measure_ink(image).pen
+        rows = np.flatnonzero((image > 0.5).any(axis=1))
+        sizes[height] = (rows[-1] - rows[0] + 1 - pen, pen)  # stroke height without the pen, pen width
+    assert sizes[28.0][0] == pytest.approx(28, abs=2) and sizes[14.0][0] == pytest.approx(14, abs=2)
+    assert sizes[14.0][1] == pytest.approx(sizes[28.0][1], abs=0.5)
+    with pytest.raises(InputError, match="--stroke-height"):
+        prepare([f"{root}:test"], tmp_path / "bad", format="inkml", stroke_height=0.5, progress=False)
+
+
 def test_samples_load_lazily(tmp_path):
     root = write_tree(tmp_path)
     (sample,) = [s for s in read_inkml(root, "test") if s.id == "t1"]

@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["drop", "keep", "only"],
         help="matrices, arrays, cases and \\\\ rows: drop (default), keep, or keep only them",
     )
+    prep.add_argument(
+        "--stroke-height",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="InkML sources: draw strokes this tall with the usual pen (default 28: the CROHME bitmap look)",
+    )
     prep.add_argument("--workers", type=int, default=2, help="image worker processes (default 2)")
     prep.add_argument("--limit", type=int, default=None, help="read at most N items per source")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,6 +81,7 @@ def _prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         limit=args.limit,
         multiline=args.multiline,
+        stroke_height=args.stroke_height,
         progress=not args.no_progress,
     )
     rows = [("in", result.n_in), ("kept", result.kept)]

@@ -252,6 +252,7 @@ def prepare(
     limit: int | None = None,
     cleaner: LabelCleaner | None = None,
     multiline: str = "drop",
+    stroke_height: float | None = None,
     progress: bool = True,
 ) -> DatasetCounts:
     """Read `sources` (`PATH[:SPLIT]` specs), clean them and write a prepared dataset to `out`.
@@ -264,10 +265,15 @@ def prepare(
     training sees, so batches are sized right (print rendered at 7 px symbols would otherwise be
     enlarged only after its batch was planned). `multiline`: `drop` (default: handwriting sources and the
     headline evaluation splits hold one line of symbols), `keep` or `only` the matrices, arrays, cases and
-    `\\\\` rows (`cleaning.MULTILINE_POLICIES`); ignored when a `cleaner` is given.
+    `\\\\` rows (`cleaning.MULTILINE_POLICIES`); ignored when a `cleaner` is given. `stroke_height`: InkML
+    sources are drawn with strokes this tall (px, default 28) and the usual pen: small writing, whose
+    strokes are thick for its size, as a student's pen leaves it (combine with `ink_height` to store it
+    as the model's preprocessing will see it).
     """
     if ink_height is not None and not ink_height > 0:
         raise InputError(f"--ink-height must be a positive symbol height in px, got {ink_height}")
+    if stroke_height is not None and not 2 <= stroke_height <= 1000:
+        raise InputError(f"--stroke-height must be a stroke height in px in [2, 1000], got {stroke_height}")
     started = time.perf_counter()
     writer = PreparedWriter(Path(out), STATE)
     writer.check_target()
@@ -277,7 +283,8 @@ def prepare(
     specs = [SourceSpec.parse(s) for s in sources]
     counts = DatasetCounts(out=writer.root, sources=[str(s) for s in specs])
     run = _Preparation(writer, settings, cleaner or _cleaner(max_label_len, multiline), counts)
-    streams = [open_source(spec, format) for spec in specs]  # every source checked before any work
+    # every source checked before any work
+    streams = [open_source(spec, format, stroke_height=stroke_height) for spec in specs]
     if limit is not None:
         streams = [itertools.islice(items, limit) for items in streams]
     _make_images(run, specs, streams, workers, chunksize, progress)

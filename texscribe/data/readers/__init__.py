@@ -66,8 +66,13 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def open_source(spec: str | Path | SourceSpec, format: str = "auto") -> Iterator[Sample | Skipped]:
-    """Iterate the samples of one source spec `PATH[:SPLIT]` in the given (or detected) format."""
+def open_source(
+    spec: str | Path | SourceSpec, format: str = "auto", *, stroke_height: float | None = None
+) -> Iterator[Sample | Skipped]:
+    """Iterate the samples of one source spec `PATH[:SPLIT]` in the given (or detected) format.
+
+    `stroke_height`: InkML only, the mean stroke height (px) strokes are drawn at with the usual pen
+    (`RenderOptions`; default 28, the CROHME bitmap look): smaller writing with the same pen."""
     src = spec if isinstance(spec, SourceSpec) else SourceSpec.parse(spec)
     if not src.path.exists():
         raise InputError("no such file or folder; check the path", source=str(src.path))
@@ -91,9 +96,11 @@ def open_source(spec: str | Path | SourceSpec, format: str = "auto") -> Iterator
     if fmt == "inkml":
         try:
             from texscribe.data.readers.inkml import read_inkml
+            from texscribe.data.render_strokes import RenderOptions
         except ModuleNotFoundError as exc:
             raise InputError(
                 "InkML support is missing from this install (texscribe.data.readers.inkml)"
             ) from exc
-        return read_inkml(src.path, split=src.split)
+        render = RenderOptions() if stroke_height is None else RenderOptions(stroke_height=stroke_height)
+        return read_inkml(src.path, split=src.split, render=render)
     raise InputError(f"unknown format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
