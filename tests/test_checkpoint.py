@@ -19,7 +19,7 @@ from texscribe.checkpoint import (
     save_model_file,
 )
 from texscribe.config import load_config
-from texscribe.errors import ModelLoadError
+from texscribe.errors import ConfigError, ModelLoadError
 from texscribe.latex import Vocab
 from texscribe.models.registry import build_model
 
@@ -122,6 +122,26 @@ def test_several_checkpoints_average_into_one_model_file(tmp_path: Path):
     torch.save(other, tmp_path / "other.ckpt")
     with pytest.raises(ModelLoadError, match="other.ckpt: cannot average"):
         export_checkpoint([a, tmp_path / "other.ckpt"], tmp_path / "bad.pt")
+
+
+def test_export_sets_how_the_model_file_reads_images(tmp_path: Path):
+    """`export --set data.ink_height=34` changes the reading size in the model file and records it; a model
+    key, an unknown data key or a bad value is refused by name."""
+    from texscribe.cli import main
+
+    ckpt, _ = fake_training_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "read34.pt"
+    assert main(["export", "--model", str(ckpt), "--format", "pt", "--out", str(out),
+                 "--set", "data.ink_height=34"]) == 0  # fmt: skip
+    mf = read_model_file(out)
+    assert mf.config.data.ink_height == 34.0 and mf.meta["export_overrides"] == ["data.ink_height=34"]
+    assert mf.config.model == load_config("tiny").model
+    with pytest.raises(ConfigError, match="only data.. settings"):
+        export_checkpoint(ckpt, tmp_path / "bad.pt", overrides=["model.d_model=64"])
+    with pytest.raises(ConfigError, match="data.ink_hieght"):
+        export_checkpoint(ckpt, tmp_path / "bad.pt", overrides=["data.ink_hieght=34"])
+    with pytest.raises(ConfigError, match="data.ink_height"):
+        export_checkpoint(ckpt, tmp_path / "bad.pt", overrides=["data.ink_height=-3"])
 
 
 def test_a_checkpoint_is_not_a_model_file_and_the_message_names_the_command(tmp_path: Path):

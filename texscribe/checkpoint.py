@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from texscribe import __version__
-from texscribe.config import Config, stored_config, upgrade_stored
+from texscribe.config import Config, apply_overrides, check_values, from_dict, stored_config, upgrade_stored
 from texscribe.errors import ConfigError, ModelLoadError
 from texscribe.latex import Vocab
 
@@ -179,13 +179,19 @@ def read_weights(path: str | Path) -> Weights:
 
 
 def export_checkpoint(
-    ckpt_path: str | Path | Sequence[str | Path], out: str | Path, meta: dict[str, Any] | None = None
+    ckpt_path: str | Path | Sequence[str | Path],
+    out: str | Path,
+    meta: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Training checkpoint(s) -> self-describing model file (config + vocab + fp16 weights + meta).
 
     Several checkpoints of one run are averaged (`average_weights`): snapshots taken along a run at a
     high learning rate average to a flatter, better model (Izmailov et al. 2018, SWA). The config and
-    the step in `meta` are the last checkpoint's.
+    the step in `meta` are the last checkpoint's. `overrides`: `data.KEY=VALUE` settings of how the model
+    file reads images (e.g. `data.ink_height=34`: a model trained with scale augmentation may read
+    detail better a little larger than its training mean); recorded in `meta`. The model section
+    describes the weights and cannot change.
     """
     paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
     if not paths:
@@ -197,13 +203,32 @@ def export_checkpoint(
         config = stored_config(ckpt["hyper_parameters"]["config"])
     except ConfigError as exc:
         raise ModelLoadError(f"{paths[-1]}: stored config is invalid for this version: {exc}") from exc
+    if overrides:
+        config = _with_data_overrides(config, overrides)
     meta = {"checkpoint": Path(paths[-1]).name, "checkpoint_step": ckpt.get("global_step"),
             "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
+    if overrides:
+        meta["export_overrides"] = list(overrides)
     if len(paths) > 1:
         meta["averaged_checkpoints"] = [
             {"file": Path(p).name, "step": c.get("global_step")} for p, c in zip(paths, ckpts)
         ]
     return save_model_file(out, config, weights.vocab, weights.state_dict, meta)
+
+
+def _with_data_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """`config` with `data.*` overrides applied and validated like a training config's; `ConfigError`
+    naming an override outside `data.` or a wrong key or value."""
+    outside = [o for o in overrides if not o.strip().startswith("data.")]
+    if outside:
+        raise ConfigError(
+            f"--set {outside[0]!r}: only data.* settings (how images are read) can change at export; "
+            "the model section describes the weights"
+        )
+    data = apply_overrides(asdict(config), list(overrides))
+    changed = from_dict(Config, data)
+    check_values(changed)
+    return changed
 
 
 def average_weights(weights: Sequence[Weights], names: Sequence[str]) -> Weights:

@@ -9,6 +9,7 @@ examples:
   texscribe export --model default --format onnx --out exports/default-onnx --quantize int8
   texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out runs/base/model_last.pt
   texscribe export --model runs/base/snapshots/step-*.ckpt --format pt --out runs/base/model_avg.pt
+  texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out m.pt --set data.ink_height=34
 """
 
 
@@ -38,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the tested one)")
     parser.add_argument("--no-check", action="store_true", help="skip comparing onnxruntime with torch")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="(pt) how the model file reads images, e.g. data.ink_height=34; recorded in its meta",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -47,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     from texscribe.errors import ConfigError
     from texscribe.onnx_export import OPSET, check_export, export_model_file
 
+    if args.set:
+        raise ConfigError("--set applies to --format pt (export the .pt with it, then that file to ONNX)")
     if len(args.model) > 1:
         raise ConfigError("--format onnx exports one model: give one --model (averaging is for --format pt)")
     model = args.model[0]
@@ -66,6 +76,6 @@ def _checkpoint_to_model_file(args: argparse.Namespace) -> int:
 
     if args.quantize or args.opset:
         raise ConfigError("--quantize and --opset apply to --format onnx only")
-    out = export_checkpoint(args.model, args.out)
+    out = export_checkpoint(args.model, args.out, overrides=args.set)
     print(f"{out}\t{out.stat().st_size / 1024:.1f} KiB")
     return 0
