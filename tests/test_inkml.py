@@ -221,6 +221,8 @@ def test_prepare_draws_inkml_at_a_stroke_height_with_the_same_pen(tmp_path):
     assert sizes[14.0][1] == pytest.approx(sizes[28.0][1], abs=0.5)
     with pytest.raises(InputError, match="--stroke-height"):
         prepare([f"{root}:test"], tmp_path / "bad", format="inkml", stroke_height=0.5, progress=False)
+    with pytest.raises(InputError, match="--stroke-height applies to InkML sources; this one is comer"):
+        prepare([f"{root}:test"], tmp_path / "bad", format="comer", stroke_height=14, progress=False)
 
 
 def test_samples_load_lazily(tmp_path):

@@ -9,6 +9,8 @@ FORMAT_CHOICES = ["auto", "comer", "im2markup", "labels", "manifest", "inkml"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from texscribe.data.cleaning import MULTILINE_POLICIES
+
     parser = subparsers.add_parser(
         "data", help="prepare datasets (readers, cleaning, report) and inspect them"
     )
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument(
         "--multiline",
         default="drop",
-        choices=["drop", "keep", "only"],
+        choices=MULTILINE_POLICIES,
         help="matrices, arrays, cases and \\\\ rows: drop (default), keep, or keep only them",
     )
     prep.add_argument(

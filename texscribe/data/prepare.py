@@ -232,10 +232,6 @@ class _Preparation:
         return [_state_line(name, *self.state[name]) for name in names if name in self.state]
 
 
-def _cleaner(max_label_len: int | None, multiline: str) -> LabelCleaner:
-    return LabelCleaner(max_label_len=max_label_len, rules=label_rules(multiline))
-
-
 def prepare(
     sources: list[str],
     out: str | Path,
@@ -282,7 +278,12 @@ def prepare(
     base_vocab = _load_vocab(Path(vocab_from)) if vocab_from else None
     specs = [SourceSpec.parse(s) for s in sources]
     counts = DatasetCounts(out=writer.root, sources=[str(s) for s in specs])
-    run = _Preparation(writer, settings, cleaner or _cleaner(max_label_len, multiline), counts)
+    run = _Preparation(
+        writer,
+        settings,
+        cleaner or LabelCleaner(max_label_len=max_label_len, rules=label_rules(multiline)),
+        counts,
+    )
     # every source checked before any work
     streams = [open_source(spec, format, stroke_height=stroke_height) for spec in specs]
     if limit is not None:

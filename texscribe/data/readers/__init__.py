@@ -77,6 +77,8 @@ def open_source(
     if not src.path.exists():
         raise InputError("no such file or folder; check the path", source=str(src.path))
     fmt = detect_format(src.path) if format == "auto" else format
+    if stroke_height is not None and fmt != "inkml":
+        raise InputError(f"--stroke-height applies to InkML sources; this one is {fmt}", source=str(src.path))
     if fmt == "comer":
         from texscribe.data.readers.comer import read_comer
 
