@@ -96,3 +96,28 @@ def test_bf16_steps_on_real_images_lower_the_loss(shared_data: Path, tmp_path: P
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_bf16_causal_attention_matches_fp32() -> None:
+    """The bf16 CPU self-attention path (plain matmuls instead of flash) computes causal attention: same
+    output and gradients as fp32 flash attention within bf16 rounding, and no look-ahead."""
+    from texscribe.models.decoders.transformer import scaled_dot_product_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 12, 16, requires_grad=True) for _ in range(3))
+    ref = scaled_dot_product_attention(q, k, v, None, dropout=0.0, causal=True)
+    ref.square().sum().backward()
+    ref_grads = [t.grad.clone() for t in (q, k, v)]
+    low = [t.detach().bfloat16().requires_grad_(True) for t in (q, k, v)]
+    out = scaled_dot_product_attention(*low, None, dropout=0.0, causal=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
+    out.float().square().sum().backward()
+    for got, want in zip((t.grad.float() for t in low), ref_grads):
+        assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+    changed = low[1].detach().clone()
+    changed[:, :, 6:] = 0.0  # keys after position 5 must not change the first six outputs
+    again = scaled_dot_product_attention(
+        low[0].detach(), changed, low[2].detach(), None, dropout=0.0, causal=True
+    )
+    torch.testing.assert_close(again[:, :, :6], out.detach()[:, :, :6])
