@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_throughput import matmul_peak  # noqa: E402
 
 # (channels, height, width) of the base preset's 3x3 convolutions on a typical CROHME batch at half scale
 # (input ~80 x 400 px): stage 1 at stride 2, stage 2 at stride 4, stage 3 at stride 8.
@@ -63,11 +69,6 @@ def conv_tflops(
     )
 
 
-def matmul_tflops(dtype: torch.dtype, repeats: int, n: int = 2048) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e12
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     print(
-        f"2048^2 matmul: fp32 {matmul_tflops(torch.float32, args.repeats):.3f} TFLOPS, "
-        f"bf16 {matmul_tflops(torch.bfloat16, args.repeats):.3f} TFLOPS\n"
+        f"2048^2 matmul: fp32 {matmul_peak(torch.float32, repeats=args.repeats):.3f} TFLOPS, "
+        f"bf16 {matmul_peak(torch.bfloat16, repeats=args.repeats):.3f} TFLOPS\n"
     )
     header = f"{'3x3 conv (C, H, W)':<20}{'layout':<20}{'fwd TFLOPS':>11}{'fwd+bwd TFLOPS':>16}"
     print(header + f"{'bf16 / fp32-CL':>16}")

@@ -62,9 +62,10 @@ def scaled_dot_product_attention(
 ) -> Tensor:
     """`F.scaled_dot_product_attention` (q (B, H, T, d) over k, v (B, H, S, d)) with the faster CPU kernel
     for bf16 causal self-attention: torch's CPU flash-attention kernel is slow in bf16 on short sequences
-    (its backward took 16 % of a `base` bf16 training step, 2.7x its own fp32 time), while the plain
-    matmul-softmax-matmul path runs on the bf16 matrix units (a 50-token causal block: 4 ms vs 20 ms forward
-    + backward; `benchmarks/train_throughput.py`). Cross-attention over the long image memory keeps flash."""
+    (in `benchmarks/train_throughput.py --profile` its backward took 16 % of a `base` bf16 training step,
+    2.7x its own fp32 time), while the plain matmul-softmax-matmul path runs on the bf16 matrix units (a
+    50-token causal block timed alone: 4 ms vs 20 ms forward + backward). Cross-attention over the long image
+    memory keeps flash."""
     if causal and q.dtype == torch.bfloat16 and q.device.type == "cpu":
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(
