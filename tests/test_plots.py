@@ -6,6 +6,7 @@ from pathlib import Path
 
 from texscribe.evaluation.plots import (
     plot_accuracy_by_length,
+    plot_accuracy_per_hour,
     plot_digit_curves,
     plot_training_curves,
     read_metrics,
@@ -42,3 +43,9 @@ def test_accuracy_by_length_and_digit_curves(tmp_path: Path) -> None:
     }
     plot_digit_curves({"mlp": run}, ["mlp"], tmp_path / "digits.png", "title")
     assert (tmp_path / "digits.png").stat().st_size > 1000
+
+
+def test_accuracy_per_hour_curves(tmp_path: Path) -> None:
+    curves = {"base bf16": [(0.25, 0.05), (0.5, 0.2)], "small fp32": [(0.5, 0.1)]}
+    path = plot_accuracy_per_hour(curves, tmp_path / "curve.png", "crohme_2014, greedy", target=0.3)
+    assert path.stat().st_size > 1000

@@ -408,3 +408,32 @@ def test_corrupt_last_checkpoint_suggests_resume_never(tmp_path: Path) -> None:
         with pytest.raises(ModelLoadError, match=r"last\.ckpt.*--resume never") as info:
             train(config)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_accuracy_per_hour_scores_each_checkpoint_at_its_training_time(
+    crohme64: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """benchmarks/accuracy_per_hour.py (issue 15's learning curve): the training time every checkpoint of
+    a resumed run stored, its ExpRate on a prepared split, a plot and the JSON."""
+    import shutil
+
+    from texscribe.training import train
+
+    train_dir, val_dir = crohme64
+    first = train(config(train_dir, tmp_path / "runs", "train.max_steps=3", "train.max_epochs=100"))
+    (first.run_dir / "snapshots").mkdir()
+    shutil.copy(first.last_checkpoint, first.run_dir / "snapshots" / "step-3.ckpt")
+    train(config(train_dir, tmp_path / "runs", "train.max_steps=6", "train.max_epochs=100"))  # resumes
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_per_hour.py"
+    out = tmp_path / "curves"
+    cmd = [sys.executable, str(bench), "--run", f"tiny run={first.run_dir}", "--data", str(val_dir),
+           "--out", str(out), "--threads", "1", "--plot", str(out / "curve.png"), "--json", str(out / "c.json")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    points = json.loads((out / "c.json").read_text(encoding="utf-8"))["tiny run"]
+    assert [p["step"] for p in points] == [3, 6]
+    assert 0.0 < points[0]["hours"] < points[1]["hours"] < 0.5  # the resume added to the stored time
+    assert all(p["n"] == 16 and 0.0 <= p["exp_rate"] <= p["le1"] <= p["le2"] <= 1.0 for p in points)
+    assert (out / "curve.png").stat().st_size > 1000 and "ExpRate against training time" in proc.stdout

@@ -1,5 +1,6 @@
-"""Every PNG plot texscribe writes: training curves of a run, accuracy by formula length in an evaluation
-report, and the digits study's loss/accuracy curves. matplotlib with the Agg backend: no display needed.
+"""Every PNG plot texscribe writes: training curves of a run, accuracy against training hours, accuracy by
+formula length in an evaluation report, and the digits study's loss/accuracy curves. matplotlib with the
+Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -69,6 +70,36 @@ def plot_training_curves(csv_paths: Iterable[str | Path], out_dir: str | Path) -
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_accuracy_per_hour(
+    curves: dict[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    title: str,
+    target: float | None = None,
+) -> Path:
+    """ExpRate (fraction) against training hours, one line per run (name -> (hours, exp_rate) points), and
+    `target` as a dashed line: how fast a preset learns on the machine it trained on."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        hours, rates = zip(*sorted(points)) if points else ((), ())
+        ax.plot(hours, [100 * r for r in rates], marker="o", markersize=4, label=name)
+    if target is not None:
+        ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1, label=f"{100 * target:g} %")
+    ax.set_xlabel("training time (hours)")
+    ax.set_ylabel("ExpRate (%)")
+    ax.set_title(title)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
