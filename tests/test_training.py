@@ -415,16 +415,17 @@ def test_corrupt_last_checkpoint_suggests_resume_never(tmp_path: Path) -> None:
 def test_accuracy_per_hour_scores_each_checkpoint_at_its_training_time(
     crohme64: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """benchmarks/accuracy_per_hour.py (issue 15's learning curve): the training time every checkpoint of
-    a resumed run stored, its ExpRate on a prepared split, a plot and the JSON."""
-    import shutil
-
+    """`train.snapshot_every_minutes` keeps snapshots/step-N.ckpt; benchmarks/accuracy_per_hour.py (issue
+    15's learning curve) reads the training time each checkpoint of a resumed run stored and scores it on a
+    prepared split, with a plot and the JSON."""
     from texscribe.training import train
 
     train_dir, val_dir = crohme64
-    first = train(config(train_dir, tmp_path / "runs", "train.max_steps=3", "train.max_epochs=100"))
-    (first.run_dir / "snapshots").mkdir()
-    shutil.copy(first.last_checkpoint, first.run_dir / "snapshots" / "step-3.ckpt")
+    steps = ["train.max_steps=3", "train.max_epochs=100"]
+    first = train(config(train_dir, tmp_path / "runs", *steps, "train.snapshot_every_minutes=0.00001"))
+    assert sorted(p.name for p in (first.run_dir / "snapshots").iterdir()) == [
+        "step-1.ckpt", "step-2.ckpt", "step-3.ckpt"
+    ]  # fmt: skip
     train(config(train_dir, tmp_path / "runs", "train.max_steps=6", "train.max_epochs=100"))  # resumes
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_per_hour.py"
     out = tmp_path / "curves"
@@ -433,7 +434,8 @@ def test_accuracy_per_hour_scores_each_checkpoint_at_its_training_time(
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     points = json.loads((out / "c.json").read_text(encoding="utf-8"))["tiny run"]
-    assert [p["step"] for p in points] == [3, 6]
-    assert 0.0 < points[0]["hours"] < points[1]["hours"] < 0.5  # the resume added to the stored time
+    assert [p["step"] for p in points] == [1, 2, 3, 6]  # the snapshots, then last.ckpt of the resume
+    hours = [p["hours"] for p in points]
+    assert 0.0 < hours[0] < hours[1] < hours[2] < hours[3] < 0.5  # the resume added to the stored time
     assert all(p["n"] == 16 and 0.0 <= p["exp_rate"] <= p["le1"] <= p["le2"] <= 1.0 for p in points)
     assert (out / "curve.png").stat().st_size > 1000 and "ExpRate against training time" in proc.stdout

@@ -121,6 +121,9 @@ class TrainConfig:
     progress_bar: bool = True  # Lightning's bar; off when the output goes to a log file
     checkpoint_every_n_steps: int = 500  # last.ckpt also every N optimizer steps ...
     checkpoint_every_minutes: float | None = 10.0  # ... or every M minutes, whichever comes first
+    # also keep a copy of the whole training state every M minutes as snapshots/step-N.ckpt (None: off):
+    # the points of a learning curve (benchmarks/accuracy_per_hour.py) and weights to average at export
+    snapshot_every_minutes: float | None = None
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
 
 
@@ -273,6 +276,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.early_stop_patience": _at_least(0),
     "train.log_every_n_steps": _at_least(1), "train.checkpoint_every_n_steps": _at_least(0),
     "train.checkpoint_every_minutes": _at_least(0),
+    "train.snapshot_every_minutes": _POSITIVE,
     "train.mean_teacher.ema_decay": _FRACTION, "train.mean_teacher.consistency_weight": _at_least(0),
     "train.mean_teacher.rampup_steps": _at_least(0), "train.mean_teacher.batch_size": _at_least(1),
     "train.mean_teacher.max_len": _at_least(1),

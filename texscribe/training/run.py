@@ -5,6 +5,7 @@ Run directory `<train.out_dir>/<train.run_name or config.name>/`:
     config.yaml               the resolved config of the run
     checkpoints/last.ckpt     rewritten every N steps / M minutes, each epoch, at the end, on Ctrl-C/SIGTERM
     checkpoints/best-*.ckpt   best `val/exprate` so far (when a val set is given)
+    snapshots/step-N.ckpt     a copy of the whole state every `train.snapshot_every_minutes` (when set)
     logs/tensorboard/         TensorBoard events (`tensorboard --logdir <run dir>/logs`)
     logs/csv/segment-NNN/     Lightning CSV metrics, one segment per start/resume
     curves/{loss,exprate,lr}.png
@@ -30,6 +31,7 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +308,18 @@ def _make_trainer(
             callbacks.append(
                 EarlyStopping(monitor="val/exprate", mode="max", patience=tc.early_stop_patience)
             )
+    if tc.snapshot_every_minutes:  # curve points and weights to average; full state: the Timer's time too
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "snapshots",
+                filename="step-{step}",
+                auto_insert_metric_name=False,
+                train_time_interval=timedelta(minutes=tc.snapshot_every_minutes),
+                save_top_k=-1,
+                enable_version_counter=False,
+                save_on_train_epoch_end=False,
+            )
+        )
     # Last: Lightning runs checkpoint callbacks in list order, so last.ckpt then holds the best-checkpoint
     # state of the validation it follows, and a resume keeps (and later replaces) that best-*.ckpt.
     callbacks.append(last)
