@@ -1,8 +1,8 @@
 """Accuracy per CPU-hour: the ExpRate of a training run's checkpoints against the training time each took.
 
 How fast a preset learns on the machine it runs on is what decides which preset and precision to train
-(issue 15). For each run folder this takes the checkpoints copied along the run (`snapshots/step-N.ckpt`,
-e.g. one per `train.checkpoint_every_minutes=15` save) and its `checkpoints/last.ckpt`, reads the training
+(issue 15). For each run folder this takes the checkpoints copied along the run (`snapshots/step-N.ckpt`, kept
+by `train.snapshot_every_minutes`) and its `checkpoints/last.ckpt`, reads the training
 time Lightning's `Timer` stored in each (seconds of the fit loop's wall clock, resumes included, validation
 excluded), exports the weights (`texscribe.checkpoint.export_checkpoint`, what `texscribe export` runs), and
 scores them with the library's `evaluate` (what `texscribe evaluate` runs) on `--data`, greedy by default.
@@ -12,7 +12,8 @@ scores them with the library's `evaluate` (what `texscribe evaluate` runs) on `-
         [--plot docs/model_card/scratch_exprate.png] [--target 0.30] [--json curves.json]
 
 Prints one row per checkpoint (training hours, step, ExpRate, <=1, <=2 errors) and, per checkpoint, the
-CLI commands that give the same figure. Evaluations already in `--out` are reused (delete them to redo).
+CLI commands that give the same figure. An evaluation already in `--out` of the same split with the same beam
+is reused (delete it to redo).
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ from texscribe.evaluation.plots import plot_accuracy_per_hour  # noqa: E402
 from texscribe.inference import load_model  # noqa: E402
 
 
-def training_seconds(ckpt: dict[str, Any]) -> float:
-    """Seconds of training (the fit loop's wall clock, validation excluded) stored by Lightning's `Timer`."""
+def training_seconds(ckpt: dict[str, Any], path: Path) -> float:
+    """Seconds of training (the fit loop's wall clock, validation excluded) stored by Lightning's `Timer`;
+    `ModelLoadError` naming `path` when the checkpoint has none."""
     for key, state in (ckpt.get("callbacks") or {}).items():
-        if str(key).startswith("Timer") and isinstance(state, dict) and "time_elapsed" in state:
-            return float(state["time_elapsed"].get("train", 0.0))
-    raise ModelLoadError("the checkpoint holds no Timer state (not written by texscribe train)")
+        if (
+            str(key).startswith("Timer")
+            and isinstance(state, dict)
+            and "train" in state.get("time_elapsed", {})
+        ):
+            return float(state["time_elapsed"]["train"])
+    raise ModelLoadError(
+        f"{path}: holds no Timer state with the training time (not written by texscribe train)"
+    )
 
 
 def run_checkpoints(run_dir: Path) -> list[tuple[int, float, Path]]:
@@ -49,15 +57,18 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, float, Path]]:
     found: dict[int, tuple[float, Path]] = {}
     for path in [*paths, *([last] if last.exists() else [])]:
         ckpt = read_checkpoint(path)
-        found.setdefault(int(ckpt["global_step"]), (training_seconds(ckpt), path))
+        found.setdefault(int(ckpt["global_step"]), (training_seconds(ckpt, path), path))
     return [(step, secs, path) for step, (secs, path) in sorted(found.items())]
 
 
 def score(path: Path, out: Path, data: Path, beam: int, threads: int | None) -> dict[str, float]:
-    """Metrics of `path`'s weights on `data` (reused from `out/eval/metrics.json` when it is there)."""
+    """Metrics of `path`'s weights on `data` (reused from `out/eval/metrics.json` when that scored the same
+    split with the same beam)."""
     metrics_file = out / "eval" / METRICS
     if metrics_file.exists():
-        return json.loads(metrics_file.read_text(encoding="utf-8"))["metrics"]
+        done = json.loads(metrics_file.read_text(encoding="utf-8"))
+        if done["run"]["data"] == str(data.resolve()) and done["run"]["beam"] == beam:
+            return done["metrics"]
     model = export_checkpoint(path, out / "model.pt")
     recognizer = load_model(model, num_threads=threads)
     return evaluate(recognizer, data, out / "eval", beam=beam, workers=1, progress=False).metrics
@@ -81,9 +92,11 @@ def main() -> None:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
             parser.error(f"--run {spec!r}: expected NAME=DIR")
-        run_dir = Path(folder)
+        checkpoints = run_checkpoints(Path(folder))
+        if not checkpoints:
+            parser.error(f"--run {spec!r}: no snapshots/step-*.ckpt or checkpoints/last.ckpt in {folder}")
         points = curves.setdefault(name, [])
-        for step, seconds, path in run_checkpoints(run_dir):
+        for step, seconds, path in checkpoints:
             out = args.out / re.sub(r"[^\w.-]+", "_", name) / f"step-{step}"
             m = score(path, out, args.data, args.beam, args.threads)
             points.append({"step": step, "hours": seconds / 3600, "checkpoint": str(path),
