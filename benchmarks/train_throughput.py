@@ -1,7 +1,7 @@
 """Training throughput on this machine: images/s of full optimizer steps, per preset, on real batches.
 
     python benchmarks/train_throughput.py [--presets small base] [--precisions 32-true bf16-mixed] [--data DIR]
-        [--batches 6] [--repeats 3] [--json PATH]
+        [--batches 6] [--repeats 3] [--warm-shapes] [--compile] [--json PATH]
 
 Batches are built exactly as training builds them (`LatexDataset` + `SizeBucketBatchSampler` under each
 preset's pixel budget, padded into the preset's `data.size_buckets` shapes or `--buckets K`) from a
@@ -17,6 +17,9 @@ from ../shared/data, else synthetic formula-like images (said so in the output).
   of the same dtype (measured at the start of the run);
 - data img/s: loading + augmentation + preprocessing + collate in one process, to judge whether
   `data.num_workers` needs to be > 0.
+`--compile` adds a row per precision with the encoder under `torch.compile` (one graph per bucket shape);
+it and `--warm-shapes` first step once on every distinct shape, so every row shows the steady state of a
+long bucketed run, and the `warm s` column what reaching it cost.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch._dynamo.config
 
 from texscribe.config import load_config
 from texscribe.data.augment import build_augmenter
@@ -102,11 +106,19 @@ def measure(
     repeats: int,
     buckets: int | None,
     profile: bool = False,
+    compiled: bool = False,
+    warm_shapes: bool = False,
 ) -> dict[str, float]:
     """One preset at one precision: a training step as Lightning runs it (autocast for bf16-mixed, the
     module's AdamW flavour, gradient clipping) on real augmented batches. Every timed pass trains on batches
     it has not seen, as an epoch does: batch shapes change from step to step unless size buckets fix them,
-    and oneDNN builds kernels per new shape (in bf16 that costs as much as the step)."""
+    and oneDNN builds kernels per new shape (in bf16 that costs as much as the step).
+
+    `compiled` wraps the encoder (convolutions, batch norm, activations: where eager bf16 loses its time) in
+    `torch.compile(dynamic=False)`, one graph per input shape; the decoder's target length changes with every
+    batch, so it stays eager. `warm_shapes` first runs one step per distinct input shape among the timed
+    batches (what a long run with size buckets pays once), timed as `warm_s`, so the passes show the
+    steady state."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from texscribe.models.registry import count_parameters
@@ -130,6 +142,10 @@ def measure(
     data_rate = sum(len(b) for b in batches) / (time.perf_counter() - started)
     passes = [batches[1 + r * n_batches : 1 + (r + 1) * n_batches] for r in range(repeats)]
 
+    if compiled:
+        distinct_shapes = len({tuple(b.images.shape) for b in batches})
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * distinct_shapes)
+        module.model.encoder = torch.compile(module.model.encoder, dynamic=False)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, **adam_implementation(cfg.train.grad_clip))
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=cfg.train.label_smoothing)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
@@ -145,6 +161,12 @@ def measure(
         opt.zero_grad(set_to_none=True)
 
     step(batches[0])  # warm-up (allocator, first-call overheads)
+    warm_started = time.perf_counter()
+    if warm_shapes:
+        first_of_shape = {tuple(b.images.shape): b for b in reversed(batches[1:])}
+        for batch in first_of_shape.values():
+            step(batch)
+    warm_s = time.perf_counter() - warm_started
     rates, cpu_rates = [], []
     for timed in passes:
         n_images = sum(len(b) for b in timed)
@@ -154,9 +176,13 @@ def measure(
         rates.append(n_images / (time.perf_counter() - started))
         cpu_rates.append(n_images / (time.process_time() - cpu_started))
     counter = FlopCounterMode(display=False)
+    encoder = module.model.encoder
+    if compiled:  # the same FLOPs, counted on the eager encoder (a dispatch mode does not see into a graph)
+        module.model.encoder = encoder._orig_mod
     with counter:  # forward + backward FLOPs of every timed batch, counted by torch, not estimated
         for batch in batches[1:]:
             step(batch)
+    module.model.encoder = encoder
     gflop_per_img = counter.get_total_flops() / sum(len(b) for b in batches[1:]) / 1e9
     if profile:  # where a step's CPU time goes: the first timed pass again, under torch.profiler
         from torch.profiler import ProfilerActivity
@@ -181,6 +207,7 @@ def measure(
         "data": data_rate,
         "gflop_per_img": gflop_per_img,
         "tflops": img_s * gflop_per_img / 1000,
+        "warm_s": warm_s,
     }
 
 
@@ -203,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also print torch.profiler's op table of one pass per row"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each precision with the encoder under torch.compile (implies --warm-shapes)",
+    )
+    parser.add_argument(
+        "--warm-shapes",
+        action="store_true",
+        help="before timing, one step per distinct batch shape (the steady state of a long bucketed run)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -216,27 +253,41 @@ def main(argv: list[str] | None = None) -> int:
             f"measured 2048x2048 matmul peak: bf16 {peaks['bf16']:.2f} TFLOPS, fp32 {peaks['fp32']:.2f} TFLOPS\n"
         )
         header = (
-            f"{'preset':<8}{'precision':<12}{'params':>11}{'img/batch':>10}{'shapes':>7}{'px/img':>9}{'GFLOP/img':>10}"
-            f"{'img/s':>8}{'spread':>7}{'TFLOPS':>8}{'% peak':>7}{'vs fp32':>8}{'img/CPU-s':>10}{'data img/s':>11}"
+            f"{'preset':<8}{'precision':<20}{'params':>11}{'img/batch':>10}{'shapes':>7}{'px/img':>9}{'GFLOP/img':>10}"
+            f"{'img/s':>8}{'spread':>7}{'TFLOPS':>8}{'% peak':>7}{'vs fp32':>8}{'img/CPU-s':>10}{'data img/s':>11}{'warm s':>8}"
         )
         print(header)
         print("-" * len(header))
         for preset in args.presets:
             per_precision: dict[str, dict[str, float]] = {}
-            for precision in args.precisions:
-                r = measure(preset, precision, data, args.batches, args.repeats, args.buckets, args.profile)
-                per_precision[precision] = r
+            variants = [
+                (p, c) for p in args.precisions for c in ((False, True) if args.compile else (False,))
+            ]
+            for precision, compiled in variants:
+                r = measure(
+                    preset,
+                    precision,
+                    data,
+                    args.batches,
+                    args.repeats,
+                    args.buckets,
+                    args.profile,
+                    compiled=compiled,
+                    warm_shapes=args.warm_shapes or args.compile,
+                )
+                row = precision + ("+compile" if compiled else "")
+                per_precision[row] = r
                 peak = peaks["bf16" if precision.startswith("bf16") else "fp32"]
                 base = per_precision.get("32-true")
                 ratio = f"{r['img_s'] / base['img_s']:.2f}x" if base else "-"
                 print(
-                    f"{preset:<8}{precision:<12}{r['params']:>11,}{r['batch']:>10.1f}{r['shapes']:>7}{r['pixels']:>9,.0f}"
+                    f"{preset:<8}{row:<20}{r['params']:>11,}{r['batch']:>10.1f}{r['shapes']:>7}{r['pixels']:>9,.0f}"
                     f"{r['gflop_per_img']:>10.2f}{r['img_s']:>8.1f}{r['spread']:>6.0%}{r['tflops']:>8.3f}"
-                    f"{r['tflops'] / peak:>7.0%}{ratio:>8}{r['cpu']:>10.1f}{r['data']:>11.1f}",
+                    f"{r['tflops'] / peak:>7.0%}{ratio:>8}{r['cpu']:>10.1f}{r['data']:>11.1f}{r['warm_s']:>8.0f}",
                     flush=True,
                 )
             results[preset] = {
-                p: {k: r[k] for k in ("img_s", "gflop_per_img", "tflops", "params")}
+                p: {k: r[k] for k in ("img_s", "gflop_per_img", "tflops", "params", "warm_s")}
                 for p, r in per_precision.items()
             }
     print(
@@ -245,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     print("shapes: distinct (B, C, H, W) input shapes among the timed batches (size buckets bound them).")
     print("GFLOP/img: forward + backward FLOPs counted by torch.utils.flop_counter on the timed batches.")
     print("% peak: achieved TFLOPS over the measured matmul peak of the same dtype (bf16 for bf16-mixed).")
+    print(
+        "warm s: seconds of one step per distinct batch shape before timing (--warm-shapes, --compile): "
+        "kernel set-up and compilation a long run pays once per shape."
+    )
+    print("+compile: the encoder under torch.compile(dynamic=False), one graph per input shape.")
     print("img/CPU-s: images per second of this process's CPU time (all threads): robust to other load.")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
