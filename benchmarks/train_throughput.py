@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch._dynamo.config
 
 from texscribe.config import load_config
 from texscribe.data.augment import build_augmenter
@@ -142,9 +141,11 @@ def measure(
     data_rate = sum(len(b) for b in batches) / (time.perf_counter() - started)
     passes = [batches[1 + r * n_batches : 1 + (r + 1) * n_batches] for r in range(repeats)]
 
-    if compiled:
+    if compiled:  # dynamo is imported only here: plain runs do not pay for it
+        from torch._dynamo import config as dynamo_config
+
         distinct_shapes = len({tuple(b.images.shape) for b in batches})
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * distinct_shapes)
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * distinct_shapes)
         module.model.encoder = torch.compile(module.model.encoder, dynamic=False)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, **adam_implementation(cfg.train.grad_clip))
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=cfg.train.label_smoothing)
