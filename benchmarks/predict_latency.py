@@ -1,7 +1,7 @@
 """Prediction latency and throughput on handwriting and print: greedy vs beam search, batch 1 vs batched.
 
     python benchmarks/predict_latency.py [--model default|PATH] [--n 40] [--beam 5] [--batch-size 8]
-                                         [--sets crohme2014 im2latex]
+                                         [--sets crohme2014 im2latex] [--set data.KEY=VALUE ...]
 
 Per-image latency is end to end (decode the image bytes, preprocess, encode, decode tokens) through
 `Recognizer.predict`, one image at a time; throughput runs the same images through one batched call.
@@ -9,6 +9,8 @@ One table per set: `crohme2014`, the first N CROHME 2014 test bitmaps (`crohme/c
 `im2latex`, the first N im2latex-100k validation images (`im2latex/im2latex_val.zip`: arXiv formulas,
 median ~48 tokens, so decoding dominates), both under ../shared/data (or $TEXSCRIBE_SHARED_DATA); a set
 whose archive is absent is skipped with a message (exit 0 when none is there).
+`--set data.KEY=VALUE ...` measures the model a second time in the same run with those reading settings
+(e.g. `data.read_ink_heights=[28,42]`), as rows marked `+set` with ratios against the plain model's.
 `--preset NAME` benchmarks an UNTRAINED model of that architecture instead of a model file: its outputs
 are meaningless and always run to --max-len tokens, so give --max-len a typical label length.
 """
@@ -97,6 +99,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS),
                         help="image sets, one table each (default: all)")  # fmt: skip
+    parser.add_argument("--set", nargs="+", default=[], metavar="data.KEY=VALUE",
+                        help="also measure the model read with these settings, in the same run")  # fmt: skip
     args = parser.parse_args()
 
     import tempfile
@@ -108,6 +112,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         source = untrained_model_file(args.preset, Path(tmp) / "m.pt") if args.preset else args.model
         rec = load_model(source, device=args.device, num_threads=args.threads)
+        variant = load_model(source, device=args.device, num_threads=args.threads, data_overrides=args.set)
     label = f"untrained preset {args.preset!r}" if args.preset else str(rec.models[0].path)
     measured = 0
     for name in args.sets:
@@ -118,12 +123,19 @@ def main() -> int:
         rec.predict(payloads[:2], max_len=args.max_len)  # warm-up (allocator, kernels)
         print(f"\nmodel: {label}; {len(payloads)} {SETS[name][3]} images; device {args.device}, "
               f"torch threads {torch.get_num_threads()}; max_len {args.max_len}")  # fmt: skip
-        print_table(measure(rec, payloads, args.beam, args.batch_size, args.max_len))
+        rows = measure(rec, payloads, args.beam, args.batch_size, args.max_len)
+        if args.set:
+            variant.predict(payloads[:2], max_len=args.max_len)
+            rows += [(f"{mode} +set", *rest) for mode, *rest in
+                     measure(variant, payloads, args.beam, args.batch_size, args.max_len)]  # fmt: skip
+        print_table(rows)
         measured += 1
     if measured:
         print(
             "ratios are relative to greedy, batch 1 of the same set (latency: median per image; throughput: images/s)"
         )
+        if args.set:
+            print(f"+set: read with {' '.join(args.set)}")
     return 0
 
 
@@ -151,6 +163,8 @@ def print_table(rows: list[tuple]) -> None:
         f"{'mode':<20} {'median ms':>10} {'p90 ms':>10} {'images/s':>9} {'latency x':>10} {'throughput x':>13} "
         f"{'mean tokens':>12}"
     )
+    width = max(20, *(len(row[0]) for row in rows))
+    header = header.replace(f"{'mode':<20}", f"{'mode':<{width}}")
     print(header)
     print("-" * len(header))
     for name, lat, rate, lengths in rows:
@@ -158,7 +172,7 @@ def print_table(rows: list[tuple]) -> None:
         p90 = f"{1000 * percentile(lat, 0.9):.1f}" if lat else "-"
         lat_ratio = f"{statistics.median(lat) / base_median:.2f}" if lat else "-"
         print(
-            f"{name:<20} {med:>10} {p90:>10} {rate:>9.2f} {lat_ratio:>10} {rate / base_rate:>13.2f} "
+            f"{name:<{width}} {med:>10} {p90:>10} {rate:>9.2f} {lat_ratio:>10} {rate / base_rate:>13.2f} "
             f"{statistics.mean(lengths):>12.1f}"
         )
 

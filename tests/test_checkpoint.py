@@ -144,6 +144,32 @@ def test_export_sets_how_the_model_file_reads_images(tmp_path: Path):
         export_checkpoint(ckpt, tmp_path / "bad.pt", overrides=["data.ink_height=-3"])
 
 
+def test_export_sets_how_an_existing_model_file_reads_keeping_its_weights(tmp_path: Path, capsys):  # noqa: ANN001
+    """`export --model m.pt --format pt --set ...`: a copy with new reading settings, the same weights and
+    vocabulary, the overrides appended to its meta; without --set, or averaged with another, it is refused."""
+    from texscribe.cli import main
+
+    ckpt, _ = fake_training_checkpoint(tmp_path / "last.ckpt")
+    first = tmp_path / "m.pt"
+    assert main(["export", "--model", str(ckpt), "--format", "pt", "--out", str(first),
+                 "--set", "data.ink_height=34"]) == 0  # fmt: skip
+    out = tmp_path / "multi.pt"
+    assert main(["export", "--model", str(first), "--format", "pt", "--out", str(out),
+                 "--set", "data.read_ink_heights=[28,42]"]) == 0  # fmt: skip
+    before, after = read_model_file(first), read_model_file(out)
+    assert after.config.data.read_ink_heights == [28.0, 42.0] and after.config.data.ink_height == 34.0
+    assert after.meta["export_overrides"] == ["data.ink_height=34", "data.read_ink_heights=[28,42]"]
+    assert after.vocab.itos == before.vocab.itos
+    assert all(torch.equal(after.state_dict[k], v) for k, v in before.state_dict.items())
+    assert main(["export", "--model", str(first), "--format", "pt", "--out", str(out)]) == 2
+    assert "already a model file; give --set" in capsys.readouterr().err
+    both = [str(first), str(out)]
+    assert (
+        main(["export", "--model", *both, "--format", "pt", "--out", str(out), "--set", "data.scale=1"]) == 2
+    )
+    assert "not model files" in capsys.readouterr().err
+
+
 def test_a_checkpoint_is_not_a_model_file_and_the_message_names_the_command(tmp_path: Path):
     from texscribe.cli import main
     from texscribe.inference import load_model

@@ -288,6 +288,42 @@ def test_shipped_model_greedy_readings_are_unchanged():
     assert [p.latex for p in batched] == [p.latex for p in alone] == list(SHIPPED_GREEDY.values())
 
 
+def test_several_views_of_one_input_give_the_most_confident_reading(recognizer):
+    """A tuple of views (`data.read_ink_heights`) is one input: every view is decoded, the highest score
+    wins and the order of inputs is kept; the views' time adds up."""
+    a = recognizer.preprocess(formula_image("x+1"))
+    b = recognizer.preprocess(formula_image("y=2", width=220))
+    alone = recognizer.predict_images([a, b], max_len=MAX_LEN)
+    best = max(alone, key=lambda p: p.score)
+    both = recognizer.predict_images([(a, b), b, (b, a)], ["first", "plain", "swapped"], max_len=MAX_LEN)
+    assert [p.source for p in both] == ["first", "plain", "swapped"]
+    assert both[0].tokens == both[2].tokens == best.tokens  # batches pad differently: scores agree to ~1e-6
+    assert both[0].score == pytest.approx(best.score, abs=1e-5)
+    assert both[1].tokens == alone[1].tokens
+    assert both[0].seconds > 0
+
+
+def test_data_overrides_make_a_model_read_at_several_heights(model_path):
+    """`load_model(data_overrides=...)`: the reading settings change for this session, checked like a
+    training config's; large writing then gives one view per height."""
+    rec = inference.load_model(
+        model_path, data_overrides=["data.ink_height=14", "data.read_ink_heights=[10,20]"]
+    )
+    assert rec.config.data.read_ink_heights == [10.0, 20.0]
+    big = cv2.resize(formula_image("x+1"), None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)
+    views = rec.preprocess(big)
+    assert isinstance(views, tuple) and len(views) == 3
+    assert isinstance(rec.predict(big, max_len=MAX_LEN), inference.Prediction)
+    with pytest.raises(ConfigError, match="data.read_ink_heights: needs data.ink_height"):
+        inference.load_model(model_path, data_overrides=["data.read_ink_heights=[20]"])
+    with pytest.raises(ConfigError, match="every height must be > 0"):
+        inference.load_model(model_path, data_overrides=["data.ink_height=14", "data.read_ink_heights=[0]"])
+    with pytest.raises(ConfigError, match="only data.. settings"):
+        inference.load_model(model_path, data_overrides=["model.d_model=8"])
+    with pytest.raises(ConfigError, match="data.read_ink_height"):
+        inference.load_model(model_path, data_overrides=["data.read_ink_height=[20]"])
+
+
 def test_png_bytes_roundtrip_through_pil(recognizer):
     buf = io.BytesIO()
     Image.fromarray(formula_image("2")).save(buf, format="JPEG")

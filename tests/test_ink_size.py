@@ -13,7 +13,7 @@ import numpy as np
 from texscribe.config import DataConfig
 from texscribe.data.readers.inkml import parse_inkml
 from texscribe.data.render_strokes import RenderOptions, render_strokes
-from texscribe.images import crop_to_ink, measure_ink, normalise_ink_size, preprocess
+from texscribe.images import crop_to_ink, measure_ink, normalise_ink_size, preprocess, preprocess_views
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample_crohme" / "data" / "train" / "img"
 
@@ -104,6 +104,25 @@ def test_preprocess_with_ink_height_gives_similar_inputs_at_any_size() -> None:
     assert size is not None
     normalised = preprocess(big, replace(config, ink_height=size.symbol_height, ink_pen=size.pen))
     assert 0.6 <= normalised.shape[0] / plain.shape[0] <= 1.6
+
+
+def test_preprocess_views_reads_unusual_writing_at_each_height_and_drops_repeats() -> None:
+    """With `read_ink_heights`, writing far from every height gives one view per height, the first being
+    `preprocess`'s; writing within tolerance of several heights is left as it is, so those views are one."""
+    img = _bitmap("sample_y_eq_4x.bmp")
+    size = measure_ink(crop_to_ink(img))
+    assert size is not None
+    h = size.symbol_height
+    config = DataConfig(scale=0.5, ink_height=h, ink_pen=size.pen)
+    assert len(preprocess_views(img, config)) == 1  # nothing further to read at
+    several = replace(config, read_ink_heights=[h / 1.25, h * 1.25])
+    ordinary = preprocess_views(img, several)
+    assert len(ordinary) == 1 and np.array_equal(ordinary[0], preprocess(img, several))
+    big = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)
+    views = preprocess_views(big, several)
+    assert len(views) == 3
+    assert np.array_equal(views[0], preprocess(big, several))
+    assert views[1].shape[0] < views[0].shape[0] < views[2].shape[0]  # read smaller, then larger
 
 
 def test_normalise_ink_size_never_enlarges_past_the_input_box() -> None:

@@ -126,6 +126,16 @@ def test_expand_inputs(folder, tmp_path):
     ]
 
 
+def test_set_changes_how_the_model_reads_and_wrong_keys_are_named(model_path, folder, capsys):
+    """`--set data.KEY=VALUE` reads with other settings than the model file's; a wrong key is one line."""
+    image = str(folder / "img0.png")
+    sets = ["--set", "data.ink_height=12", "data.read_ink_heights=[8,16]"]
+    assert main(["predict", image, "--model", str(model_path), *sets, *MAX_LEN]) == 0
+    capsys.readouterr()
+    assert main(["predict", image, "--model", str(model_path), "--set", "data.ink_hieght=12", *MAX_LEN]) == 2
+    assert "data.ink_hieght" in capsys.readouterr().err
+
+
 def test_missing_model_is_a_clean_error(folder, capsys):
     rc = main(["predict", str(folder / "img0.png"), "--model", "/nonexistent/model.pt"])
     assert rc == 2

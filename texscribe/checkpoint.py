@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from texscribe import __version__
-from texscribe.config import Config, apply_overrides, check_values, from_dict, stored_config, upgrade_stored
+from texscribe.config import Config, stored_config, upgrade_stored, with_data_overrides
 from texscribe.errors import ConfigError, ModelLoadError
 from texscribe.latex import Vocab
 
@@ -204,7 +204,7 @@ def export_checkpoint(
     except ConfigError as exc:
         raise ModelLoadError(f"{paths[-1]}: stored config is invalid for this version: {exc}") from exc
     if overrides:
-        config = _with_data_overrides(config, overrides)
+        config = with_data_overrides(config, overrides)
     meta = {"checkpoint": Path(paths[-1]).name, "checkpoint_step": ckpt.get("global_step"),
             "checkpoint_epoch": ckpt.get("epoch"), **(meta or {})}  # fmt: skip
     if overrides:
@@ -216,19 +216,23 @@ def export_checkpoint(
     return save_model_file(out, config, weights.vocab, weights.state_dict, meta)
 
 
-def _with_data_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """`config` with `data.*` overrides applied and validated like a training config's; `ConfigError`
-    naming an override outside `data.` or a wrong key or value."""
-    outside = [o for o in overrides if not o.strip().startswith("data.")]
-    if outside:
-        raise ConfigError(
-            f"--set {outside[0]!r}: only data.* settings (how images are read) can change at export; "
-            "the model section describes the weights"
-        )
-    data = apply_overrides(asdict(config), list(overrides))
-    changed = from_dict(Config, data)
-    check_values(changed)
-    return changed
+def with_reading_settings(model_file: str | Path, out: str | Path, overrides: Sequence[str]) -> Path:
+    """A model file -> a copy at `out` that reads images with `overrides` (`data.KEY=VALUE`, e.g.
+    `data.read_ink_heights=[28,42]`): the same weights, vocabulary and meta, the overrides appended to
+    `meta["export_overrides"]`. `out` may be `model_file` itself (the write is atomic)."""
+    mf = read_model_file(model_file)
+    config = with_data_overrides(mf.config, overrides)
+    meta = {**mf.meta, "export_overrides": [*mf.meta.get("export_overrides", []), *overrides]}
+    return save_model_file(out, config, mf.vocab, mf.state_dict, meta)
+
+
+def is_model_file(path: str | Path) -> bool:
+    """Whether `path` is a file in the model-file format (not a training checkpoint, not anything else)."""
+    try:
+        payload = load_stamped(Path(path))
+    except ModelLoadError:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
 def average_weights(weights: Sequence[Weights], names: Sequence[str]) -> Weights:

@@ -16,7 +16,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,6 +55,9 @@ class DataConfig:
     ink_height: float | None = None
     ink_height_tolerance: float = 1.5
     ink_pen: float = 3.8  # stroke width (px) that rescaled writing is given, at the ink_height scale
+    # further symbol heights (px) to read each input at besides ink_height; the most confident reading is
+    # kept (test-time scale ensemble: images.preprocess_views). [] reads once. Needs ink_height.
+    read_ink_heights: list[float] = field(default_factory=list)
     max_label_len: int = 200
     batch_max_pixels: int = 400_000
     batch_max_size: int = 16
@@ -253,6 +256,21 @@ def load_config(path_or_preset: str | Path, overrides: list[str] | None = None) 
     return config
 
 
+def with_data_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """`config` with `data.*` overrides (`data.KEY=VALUE`) applied and validated like a training config's:
+    how a trained model reads images (export's and evaluate's `--set`). `ConfigError` naming an override
+    outside `data.` or a wrong key or value; the model section describes the weights and cannot change."""
+    outside = [o for o in overrides if not o.strip().startswith("data.")]
+    if outside:
+        raise ConfigError(
+            f"--set {outside[0]!r}: only data.* settings (how images are read) can change for a trained "
+            "model; the model section describes the weights"
+        )
+    changed = from_dict(Config, apply_overrides(dataclasses.asdict(config), list(overrides)))
+    check_values(changed)
+    return changed
+
+
 def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v >= low), f">= {low}"
 
@@ -294,6 +312,14 @@ def check_values(config: Config) -> None:
     ratio = config.model.decoder.get("teacher_forcing")
     if isinstance(ratio, int | float) and not 0 <= ratio <= 1:
         raise ConfigError(f"model.decoder.teacher_forcing: must be between 0 and 1, got {ratio!r}")
+    bad = [h for h in config.data.read_ink_heights if not h > 0]
+    if bad:
+        raise ConfigError(f"data.read_ink_heights: every height must be > 0 (px), got {bad[0]!r}")
+    if config.data.read_ink_heights and config.data.ink_height is None:
+        raise ConfigError(
+            "data.read_ink_heights: needs data.ink_height (the reading heights are alternatives to it); "
+            f"got {config.data.read_ink_heights} with data.ink_height null"
+        )
     if config.data.img_max_height < config.data.img_min_height:
         raise ConfigError(
             f"data.img_max_height: must be >= data.img_min_height ({config.data.img_min_height}), "

@@ -17,7 +17,7 @@ import stat
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -574,6 +574,10 @@ def preprocess(
     crop = normalise_ink_size(crop_to_ink(img, origin=origin), data_config)
     if refuse_squeezed:
         check_aspect(crop.shape[0], crop.shape[1], data_config, origin=origin)
+    return _fit_to_input_box(crop, data_config)
+
+
+def _fit_to_input_box(crop: np.ndarray, data_config: DataConfig) -> np.ndarray:
     return fit_height(
         crop,
         min_height=data_config.img_min_height,
@@ -581,6 +585,31 @@ def preprocess(
         max_width=data_config.img_max_width,
         scale=data_config.scale,
     )
+
+
+def preprocess_views(
+    img: np.ndarray, data_config: DataConfig, *, origin: str | None = None, refuse_squeezed: bool = False
+) -> list[np.ndarray]:
+    """`preprocess` at `data_config.ink_height` and at each of `data_config.read_ink_heights`: the views
+    of one input that inference reads, keeping the most confident reading (`Recognizer.predict_images`).
+
+    Why: the symbol-height estimate (`measure_ink`) is off by up to ~1.5x on real writing (merged strokes,
+    tall radicals), and a model reads best near its training size; reading at a few sizes and keeping the
+    reading it is surest of recovers images the one estimate put at the wrong size. Views identical to an
+    earlier one (writing within tolerance of several heights is left as it is) are dropped, so ordinary
+    input costs one read. The first view is `preprocess`'s output. Raises as `preprocess` does.
+    """
+    crop = crop_to_ink(img, origin=origin)
+    views: list[np.ndarray] = []
+    heights = [data_config.ink_height, *data_config.read_ink_heights]
+    for n, height in enumerate(heights):
+        scaled = normalise_ink_size(crop, replace(data_config, ink_height=height))
+        if n == 0 and refuse_squeezed:  # rescaling keeps the aspect ratio: one check covers every view
+            check_aspect(scaled.shape[0], scaled.shape[1], data_config, origin=origin)
+        view = _fit_to_input_box(scaled, data_config)
+        if not any(v.shape == view.shape and np.array_equal(v, view) for v in views):
+            views.append(view)
+    return views
 
 
 def check_aspect(height: int, width: int, data_config: DataConfig, *, origin: str | None = None) -> None:

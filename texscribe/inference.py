@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from texscribe.config import Config, stored_config
+from texscribe.config import Config, DataConfig, stored_config, with_data_overrides
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import (
     DEFAULT_MAX_PIXELS,
     HANDWRITING_SYMBOL_HEIGHT,
     load_image,
     pil_to_array,
-    preprocess,
+    preprocess_views,
 )
 from texscribe.latex import Vocab
 from texscribe.metrics import latex_string
@@ -48,6 +48,20 @@ from texscribe.metrics import latex_string
 log = logging.getLogger(__name__)
 
 SHIPPED = {"default": "default.pt"}  # names resolved inside the package's weights/ folder
+
+ModelInput = np.ndarray | tuple[np.ndarray, ...]
+"""What `Recognizer.preprocess` gives and `predict_images` reads: one canonical float32 (H, W) image, or
+(when the model reads at several ink heights, `data.read_ink_heights`) a tuple of views of one input,
+of which the most confident reading is kept."""
+
+
+def model_input(
+    image: np.ndarray, data: DataConfig, *, origin: str | None = None, refuse_squeezed: bool = False
+) -> ModelInput:
+    """A canonical image -> the model's input under `data` (`images.preprocess_views`): one array when
+    there is one distinct view, else the tuple of views. Raises `ImageError` as `images.preprocess`."""
+    views = preprocess_views(image, data, origin=origin, refuse_squeezed=refuse_squeezed)
+    return views[0] if len(views) == 1 else tuple(views)
 
 
 @dataclass
@@ -178,8 +192,13 @@ def load_model(
     backend: str = "torch",
     num_threads: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    data_overrides: Sequence[str] = (),
 ) -> Recognizer:
     """Load a shipped model by name, a model file, or an ONNX export folder (backend="onnx").
+
+    data_overrides: `data.KEY=VALUE` settings of how the model reads images for this session (e.g.
+    `data.read_ink_heights=[28,42]`), applied to each model's config and checked as a training config's
+    (`config.with_data_overrides`): a wrong key or value raises `ConfigError` naming it.
 
     A list of paths loads an ensemble (step log-probs averaged; all must share one vocabulary; images are
     preprocessed with the first model's data config). On the CPU, torch's intra-op threads are set to
@@ -197,6 +216,8 @@ def load_model(
     if not names:
         raise ModelLoadError("no model given")
     loaded = [BACKENDS[backend](n, device, num_threads) for n in names]
+    if data_overrides:
+        loaded = [replace(m, config=with_data_overrides(m.config, data_overrides)) for m in loaded]
     for other in loaded[1:]:
         if other.vocab.itos != loaded[0].vocab.itos:
             raise ModelLoadError(
@@ -277,8 +298,9 @@ class Recognizer:
         """Whether every model was trained on R2L targets too (then beam search can rescore with R2L)."""
         return all(m.config.train.bidirectional for m in self.models)
 
-    def preprocess(self, x: Any, origin: str | None = None, *, drawn: bool = False) -> np.ndarray:
-        """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input; raises `ImageError`.
+    def preprocess(self, x: Any, origin: str | None = None, *, drawn: bool = False) -> ModelInput:
+        """Load (path, bytes, PIL image, ndarray) and preprocess to the model's input (`ModelInput`: one
+        array, or the views of `data.read_ink_heights`); raises `ImageError`.
 
         `drawn`: the image is handwriting drawn at any size (the web page's canvas, a tablet). Its writing
         size is then normalised (`images.normalise_ink_size`) to the model's `data.ink_height`, or, for a
@@ -292,7 +314,7 @@ class Recognizer:
         data = self.config.data
         if drawn and data.ink_height is None:
             data = replace(data, ink_height=HANDWRITING_SYMBOL_HEIGHT)
-        return preprocess(image, data, origin=origin, refuse_squeezed=True)
+        return model_input(image, data, origin=origin, refuse_squeezed=True)
 
     def predict(
         self,
@@ -336,7 +358,7 @@ class Recognizer:
 
     def predict_images(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[ModelInput],
         sources: Sequence[str] | None = None,
         *,
         beam: int = 1,
@@ -347,7 +369,9 @@ class Recognizer:
         prep_seconds: Sequence[float] | None = None,
         deadline: float | None = None,
     ) -> list[Prediction]:
-        """Decode already-preprocessed images (canonical float32 (H, W)), batched by size, order preserved.
+        """Decode already-preprocessed inputs (`ModelInput`: canonical float32 (H, W), or a tuple of views
+        of one input), batched by size, order preserved. Every view is read; an input's prediction is its
+        highest-scoring view's (the first on ties), its `seconds` the sum of its views' shares.
 
         Batches group images of similar area, bounded by `batch_size` and the config's `batch_max_pixels`
         (padded area). r2l=None rescores with the R2L pass when beam > 1 and the model is bidirectional.
@@ -365,13 +389,21 @@ class Recognizer:
         prep = list(prep_seconds) if prep_seconds is not None else [0.0] * len(images)
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
         stop_check = None if deadline is None else partial(check_deadline, deadline)
+        views: list[np.ndarray] = []
+        owner: list[int] = []  # views[k] is a view of images[owner[k]]
+        for i, item in enumerate(images):
+            item_views = item if isinstance(item, tuple) else (item,)
+            views.extend(item_views)
+            owner.extend([i] * len(item_views))
         results: list[Prediction | None] = [None] * len(images)
+        best_view = [len(views)] * len(images)  # which view gave results[i]: ties go to the earlier view
+        seconds = list(prep)
         # multiple=1: sorted by exact size, the budget counting the images' own sides -- the batches (and so
         # the padding, and the bit-exact predictions) inference has always used
-        sizes = [im.shape[:2] for im in images]
+        sizes = [im.shape[:2] for im in views]
         for batch in size_batches(sizes, batch_size, self.config.data.batch_max_pixels, multiple=1):
             start = time.perf_counter()
-            tensors, mask = pad_batch([images[i] for i in batch])
+            tensors, mask = pad_batch([views[k] for k in batch])
             tensors, mask = tensors.to(self.device), mask.to(self.device)
             with torch.inference_mode():
                 hyps = decode(
@@ -385,8 +417,15 @@ class Recognizer:
                     stop_check=stop_check,
                 )
             share = (time.perf_counter() - start) / len(batch)
-            for i, hyp in zip(batch, hyps):
-                results[i] = self._prediction(hyp, sources[i], prep[i] + share)
+            for k, hyp in zip(batch, hyps):
+                i = owner[k]
+                seconds[i] += share
+                pred = self._prediction(hyp, sources[i], 0.0)
+                best = results[i]
+                if best is None or pred.score > best.score or (pred.score == best.score and k < best_view[i]):
+                    results[i], best_view[i] = pred, k
+        for i, pred in enumerate(results):
+            pred.seconds = seconds[i]  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
     def _prediction(self, hyp: Any, source: str, seconds: float) -> Prediction:

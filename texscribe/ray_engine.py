@@ -63,8 +63,18 @@ def import_ray(local: bool) -> Any:
 class RecognizerWorker:
     """A Ray actor's state: one `Recognizer`, loaded when the actor starts (again after a restart)."""
 
-    def __init__(self, model: Any, backend: str, device: str, threads: int, load_workers: int) -> None:
-        self.recognizer = load_model(model, device=device, backend=backend, num_threads=threads)
+    def __init__(
+        self,
+        model: Any,
+        backend: str,
+        device: str,
+        threads: int,
+        load_workers: int,
+        data_overrides: list[str],
+    ) -> None:
+        self.recognizer = load_model(
+            model, device=device, backend=backend, num_threads=threads, data_overrides=data_overrides
+        )
         self.load_workers = load_workers
 
     def pid(self) -> int:
@@ -90,6 +100,7 @@ class RayRecognizerPool:
     loading threads per worker. address: None (a private local Ray on loopback), "auto" or "HOST:PORT".
     max_retries: how many times a chunk is sent again after its worker died. start_timeout: seconds to
     wait for the workers to start (a cluster without free CPUs would otherwise wait forever).
+    data_overrides: `data.KEY=VALUE` reading settings, as `load_model` takes them.
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class RayRecognizerPool:
         address: str | None = None,
         max_retries: int = 3,
         start_timeout: float = 600.0,
+        data_overrides: Sequence[str] = (),
     ) -> None:
         for name, value, low in (("workers", workers, 1), ("threads", threads, 1),
                                  ("load_workers", load_workers, 1), ("max_retries", max_retries, 0)):  # fmt: skip
@@ -132,7 +144,8 @@ class RayRecognizerPool:
         actor = ray.remote(num_cpus=threads, max_restarts=-1, max_task_retries=0)(RecognizerWorker)
         model_arg = names[0] if len(names) == 1 else names
         self.actors = [
-            actor.remote(model_arg, backend, device, threads, load_workers) for _ in range(workers)
+            actor.remote(model_arg, backend, device, threads, load_workers, list(data_overrides))
+            for _ in range(workers)
         ]
         try:
             ray.get([a.pid.remote() for a in self.actors], timeout=start_timeout)

@@ -26,6 +26,14 @@ def add_model_args(
     if device:
         parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="read images differently from the model file's settings, e.g. data.read_ink_heights=[28,42] "
+        "(read at those symbol heights too, keep the most confident reading) or data.ink_height=30",
+    )
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -46,4 +54,10 @@ def load_recognizer(args: argparse.Namespace) -> Any:
     """`inference.load_model` with the flags of `add_model_args` (ensemble form, with --device)."""
     from texscribe.inference import load_model
 
-    return load_model(model_spec(args), device=args.device, backend=args.backend, num_threads=args.threads)
+    return load_model(
+        model_spec(args),
+        device=args.device,
+        backend=args.backend,
+        num_threads=args.threads,
+        data_overrides=args.set,
+    )

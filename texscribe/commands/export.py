@@ -10,6 +10,7 @@ examples:
   texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out runs/base/model_last.pt
   texscribe export --model runs/base/snapshots/step-*.ckpt --format pt --out runs/base/model_avg.pt
   texscribe export --model runs/base/checkpoints/last.ckpt --format pt --out m.pt --set data.ink_height=34
+  texscribe export --model m.pt --format pt --out m_multi.pt --set "data.read_ink_heights=[28,42]"
 """
 
 
@@ -20,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="--format onnx: write encoder.onnx, decoder_init.onnx, decoder_step.onnx, model.json and "
         "vocab.json into --out; load them with `--backend onnx --model DIR` (predict, evaluate, serve). "
         "--format pt: turn a training checkpoint (.ckpt) into a model file (.pt) at --out; several "
-        "checkpoints of one run are averaged into one model (weights averaging, as SWA).",
+        "checkpoints of one run are averaged into one model (weights averaging, as SWA). A model file "
+        "given with --set is copied with those reading settings (same weights).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,11 +73,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_to_model_file(args: argparse.Namespace) -> int:
-    from texscribe.checkpoint import export_checkpoint
+    from texscribe.checkpoint import export_checkpoint, is_model_file, with_reading_settings
     from texscribe.errors import ConfigError
+    from texscribe.inference import SHIPPED, resolve_model_path
 
     if args.quantize or args.opset:
         raise ConfigError("--quantize and --opset apply to --format onnx only")
-    out = export_checkpoint(args.model, args.out, overrides=args.set)
+    first = args.model[0]
+    if first in SHIPPED or is_model_file(first):
+        if len(args.model) > 1:
+            raise ConfigError(
+                f"{first} is a model file: --format pt averages training checkpoints (.ckpt), not model files"
+            )
+        if not args.set:
+            raise ConfigError(
+                f"{first} is already a model file; give --set data.KEY=VALUE to change how it reads "
+                "images, or a training checkpoint (.ckpt) to convert"
+            )
+        out = with_reading_settings(resolve_model_path(first), args.out, args.set)
+    else:
+        out = export_checkpoint(args.model, args.out, overrides=args.set)
     print(f"{out}\t{out.stat().st_size / 1024:.1f} KiB")
     return 0

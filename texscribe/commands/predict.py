@@ -109,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
 
         pool = RayRecognizerPool(model, workers=args.ray_workers, threads=args.threads or 1,
                                  load_workers=max(1, args.workers), backend=args.backend, device=args.device,
-                                 address=args.address, max_retries=args.retries)  # fmt: skip
+                                 address=args.address, max_retries=args.retries,
+                                 data_overrides=args.set)  # fmt: skip
         outcomes = pool.predict(items, chunk_size=chunk_size, **decode)
     else:
         pool = None

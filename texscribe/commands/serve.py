@@ -81,6 +81,7 @@ def settings_from_args(args: argparse.Namespace):
         timeout_s=args.timeout_s,
         digits=not args.no_digits,
         digit_model=args.digits_model,
+        data_overrides=args.set,
     )
 
 

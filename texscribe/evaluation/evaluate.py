@@ -104,11 +104,10 @@ def _predict_records(
     """Scored rows, and (id, reason) of the records whose image could not be read; a progress bar on stderr."""
     from tqdm import tqdm
 
-    from texscribe.images import preprocess
-    from texscribe.inference import iter_predictions
+    from texscribe.inference import iter_predictions, model_input
 
     def load(record: Any, source: str) -> Any:
-        return preprocess(dataset.load_image(record), recognizer.config.data)
+        return model_input(dataset.load_image(record), recognizer.config.data, origin=source)
 
     rows: list[Row] = []
     skipped: list[tuple[str, str]] = []

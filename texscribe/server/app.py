@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -43,6 +43,7 @@ class ServerSettings:
     max_tokens: int = 200  # longest LaTeX token sequence decoded (bounds the work per image)
     digits: bool = True  # serve POST /v1/digits (model loaded on first use)
     digit_model: str | None = None  # digit model file; None: the shipped one
+    data_overrides: list[str] = field(default_factory=list)  # data.KEY=VALUE: how the model reads images
 
 
 def create_app(settings: ServerSettings | None = None, recognizer: Any = None) -> FastAPI:
@@ -83,7 +84,11 @@ def _server_state(settings: ServerSettings, recognizer: Any) -> ServerState:
     threads = settings.threads or max(1, available_cpus() // settings.workers)
     if recognizer is None:
         recognizer = load_model(
-            settings.model, backend=settings.backend, num_threads=threads, max_pixels=settings.max_pixels
+            settings.model,
+            backend=settings.backend,
+            num_threads=threads,
+            max_pixels=settings.max_pixels,
+            data_overrides=settings.data_overrides,
         )
     set_torch_threads(threads, "threads", single_interop=True)
     return ServerState(
