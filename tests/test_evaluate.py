@@ -107,7 +107,8 @@ def test_evaluate_limit_and_beam(prepared, model_path, tmp_path):
         load_model(model_path), prepared, tmp_path / "e", beam=2, limit=3, max_len=6, progress=False
     )
     assert len(result.rows) == 3 and not result.skipped
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["run"]["beam"] == 2
+    run = json.loads((tmp_path / "e" / "metrics.json").read_text())["run"]
+    assert run["beam"] == 2 and run["reading"]["read_ink_heights"] == []
 
 
 def test_recompute_on_hand_written_predictions(tmp_path):

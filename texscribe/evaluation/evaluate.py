@@ -67,7 +67,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Predict every record of the prepared dataset `data_dir` (first `limit`), write all outputs to `out_dir`.
 
-    Images are read exactly as training reads them (`PreparedDataset.load_image` + `images.preprocess`).
+    Images are read as training reads them (`PreparedDataset.load_image` + `images.preprocess`), at each of
+    the model's reading heights (`inference.model_input`).
     Records whose image cannot be read are listed in metrics.json and the report, not scored.
     """
     from texscribe.data.prepared import PreparedDataset
@@ -145,9 +146,17 @@ def _breakdowns(rows: list[Row]) -> dict[str, dict[str, dict[str, float]]]:
 def _run_info(
     recognizer: Any, data_dir: str | Path, records: int, scored: int, decode: dict[str, int], seconds: float
 ) -> dict[str, Any]:
-    """metrics.json's "run": what was evaluated, how, on which machine, how fast."""
+    """metrics.json's "run": what was evaluated, how (the reading settings included: `--set` changes them
+    without changing the model file), on which machine, how fast."""
+    data = recognizer.config.data
     return {
         "model": [str(m.path) for m in recognizer.models],
+        "reading": {
+            "ink_height": data.ink_height,
+            "read_ink_heights": list(data.read_ink_heights),
+            "ink_height_tolerance": data.ink_height_tolerance,
+            "scale": data.scale,
+        },  # fmt: skip
         "data": str(Path(data_dir).resolve()),
         "records": records,
         "beam": decode["beam"],
