@@ -156,7 +156,7 @@ def _run_info(
             "read_ink_heights": list(data.read_ink_heights),
             "ink_height_tolerance": data.ink_height_tolerance,
             "scale": data.scale,
-        },  # fmt: skip
+        },
         "data": str(Path(data_dir).resolve()),
         "records": records,
         "beam": decode["beam"],
