@@ -112,7 +112,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         source = untrained_model_file(args.preset, Path(tmp) / "m.pt") if args.preset else args.model
         rec = load_model(source, device=args.device, num_threads=args.threads)
-        variant = load_model(source, device=args.device, num_threads=args.threads, data_overrides=args.set)
+        variant = (
+            load_model(source, device=args.device, num_threads=args.threads, data_overrides=args.set)
+            if args.set
+            else None
+        )
     label = f"untrained preset {args.preset!r}" if args.preset else str(rec.models[0].path)
     measured = 0
     for name in args.sets:

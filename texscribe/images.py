@@ -571,13 +571,16 @@ def preprocess(
     Raises `ImageError` (naming `origin`) for a blank image, and with `refuse_squeezed` (what users'
     predictions use) for one too long for the model's input box (see `check_aspect`).
     """
-    crop = normalise_ink_size(crop_to_ink(img, origin=origin), data_config)
+    return _crop_to_input(crop_to_ink(img, origin=origin), data_config, origin, refuse_squeezed)
+
+
+def _crop_to_input(
+    crop: np.ndarray, data_config: DataConfig, origin: str | None, refuse_squeezed: bool
+) -> np.ndarray:
+    """`preprocess` after the crop to ink: normalise the ink size, refuse a squeezed formula, fit the box."""
+    crop = normalise_ink_size(crop, data_config)
     if refuse_squeezed:
         check_aspect(crop.shape[0], crop.shape[1], data_config, origin=origin)
-    return _fit_to_input_box(crop, data_config)
-
-
-def _fit_to_input_box(crop: np.ndarray, data_config: DataConfig) -> np.ndarray:
     return fit_height(
         crop,
         min_height=data_config.img_min_height,
@@ -603,10 +606,10 @@ def preprocess_views(
     views: list[np.ndarray] = []
     heights = [data_config.ink_height, *data_config.read_ink_heights]
     for n, height in enumerate(heights):
-        scaled = normalise_ink_size(crop, replace(data_config, ink_height=height))
-        if n == 0 and refuse_squeezed:  # rescaling keeps the aspect ratio: one check covers every view
-            check_aspect(scaled.shape[0], scaled.shape[1], data_config, origin=origin)
-        view = _fit_to_input_box(scaled, data_config)
+        # rescaling keeps the aspect ratio: the first view's check covers every view
+        view = _crop_to_input(
+            crop, replace(data_config, ink_height=height), origin, refuse_squeezed and n == 0
+        )
         if not any(v.shape == view.shape and np.array_equal(v, view) for v in views):
             views.append(view)
     return views

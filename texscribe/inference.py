@@ -390,14 +390,12 @@ class Recognizer:
         use_r2l = (beam > 1 and self.bidirectional) if r2l is None else r2l
         stop_check = None if deadline is None else partial(check_deadline, deadline)
         views: list[np.ndarray] = []
-        owner: list[int] = []  # views[k] is a view of images[owner[k]]
-        for i, item in enumerate(images):
-            item_views = item if isinstance(item, tuple) else (item,)
-            views.extend(item_views)
-            owner.extend([i] * len(item_views))
-        results: list[Prediction | None] = [None] * len(images)
-        best_view = [len(views)] * len(images)  # which view gave results[i]: ties go to the earlier view
-        seconds = list(prep)
+        starts: list[int] = []  # images[i]'s views are views[starts[i] : starts[i + 1]]
+        for item in images:
+            starts.append(len(views))
+            views.extend(item if isinstance(item, tuple) else (item,))
+        starts.append(len(views))
+        reads: list[Prediction | None] = [None] * len(views)  # one per view; seconds: its batch share
         # multiple=1: sorted by exact size, the budget counting the images' own sides -- the batches (and so
         # the padding, and the bit-exact predictions) inference has always used
         sizes = [im.shape[:2] for im in views]
@@ -418,15 +416,14 @@ class Recognizer:
                 )
             share = (time.perf_counter() - start) / len(batch)
             for k, hyp in zip(batch, hyps):
-                i = owner[k]
-                seconds[i] += share
-                pred = self._prediction(hyp, sources[i], 0.0)
-                best = results[i]
-                if best is None or pred.score > best.score or (pred.score == best.score and k < best_view[i]):
-                    results[i], best_view[i] = pred, k
-        for i, pred in enumerate(results):
-            pred.seconds = seconds[i]  # type: ignore[union-attr]
-        return results  # type: ignore[return-value]
+                reads[k] = self._prediction(hyp, "", share)
+        results = []
+        for i in range(len(images)):
+            own: list[Prediction] = reads[starts[i] : starts[i + 1]]  # type: ignore[assignment]
+            # max keeps the first of equals: ties go to the earlier view (the model's own ink_height first)
+            best = max(own, key=lambda p: p.score)
+            results.append(replace(best, source=sources[i], seconds=prep[i] + sum(p.seconds for p in own)))
+        return results
 
     def _prediction(self, hyp: Any, source: str, seconds: float) -> Prediction:
         tokens = self.vocab.decode(hyp.tokens)
