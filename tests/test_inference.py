@@ -301,6 +301,8 @@ def test_several_views_of_one_input_give_the_most_confident_reading(recognizer):
     assert both[0].score == pytest.approx(best.score, abs=1e-5)
     assert both[1].tokens == alone[1].tokens
     assert both[0].seconds > 0
+    with pytest.raises(ValueError, match=r"input 1 \(<image 1>\) is an empty tuple"):
+        recognizer.predict_images([a, ()], max_len=MAX_LEN)
 
 
 def test_data_overrides_make_a_model_read_at_several_heights(model_path):

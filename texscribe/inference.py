@@ -391,7 +391,9 @@ class Recognizer:
         stop_check = None if deadline is None else partial(check_deadline, deadline)
         views: list[np.ndarray] = []
         starts: list[int] = []  # images[i]'s views are views[starts[i] : starts[i + 1]]
-        for item in images:
+        for i, item in enumerate(images):
+            if isinstance(item, tuple) and not item:
+                raise ValueError(f"input {i} ({sources[i]}) is an empty tuple: give an image or its views")
             starts.append(len(views))
             views.extend(item if isinstance(item, tuple) else (item,))
         starts.append(len(views))
