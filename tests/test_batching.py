@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from texscribe.config import Config, DataConfig, load_config
-from texscribe.data.augment import Augmenter, build_augmenter
+from texscribe.data.augment import Augmenter, build_augmenter, shrink_keeping_pen
 from texscribe.data.batching import (
     PAD_MULTIPLE,
     Item,
@@ -27,8 +27,10 @@ from texscribe.data.batching import (
 )
 from texscribe.data.prepared import PreparedDataset, PreparedRecord, write_prepared_manifest
 from texscribe.errors import ConfigError
-from texscribe.images import save_png
+from texscribe.images import measure_ink, read_png, save_png
 from texscribe.latex import Vocab
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def random_sizes(n: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -235,14 +237,35 @@ def test_augmenter_config_errors_name_the_key() -> None:
         Augmenter({"scale": {"rnage": [0.5, 1]}})
     with pytest.raises(ConfigError, match="data.augment.noise.p"):
         Augmenter({"noise": {"p": 2}})
+    with pytest.raises(ConfigError, match="data.augment.small.range"):
+        Augmenter({"small": {"range": [0.5, 1.5]}})
     assert build_augmenter({}) is None
     assert build_augmenter({"blur": None}) is None
+
+
+def test_shrink_keeping_pen_makes_small_writing_with_the_same_pen() -> None:
+    """Half-size writing keeps its stroke width (what a student writing small with the same pen gives);
+    a plain resize would halve it."""
+    img = read_png(EXAMPLES / "x_squared_plus_1.png")
+    from texscribe.images import to_ink_on_dark
+
+    img = to_ink_on_dark(img) if img.mean() > 0.5 else img
+    before = measure_ink(img)
+    small = shrink_keeping_pen(img, 0.5)
+    after = measure_ink(small)
+    assert before is not None and after is not None
+    assert 0.35 <= after.symbol_height / before.symbol_height <= 0.65
+    assert abs(after.pen - before.pen) <= 0.3 * before.pen
+    plain = measure_ink(cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
+    assert plain is not None and plain.pen < after.pen
+    assert shrink_keeping_pen(img, 1.0) is img  # not a shrink: unchanged
 
 
 def test_augmenter_changes_images_within_bounds() -> None:
     cfg = DataConfig(img_min_height=16, img_max_height=96, img_max_width=400)
     everything = {
-        name: {"p": 1.0} for name in ("scale", "aspect", "rotate", "shear", "stroke", "noise", "blur")
+        name: {"p": 1.0}
+        for name in ("scale", "aspect", "rotate", "shear", "stroke", "small", "noise", "blur")
     }
     aug = Augmenter(everything, seed=0)
     img = formula_image()
