@@ -10,6 +10,7 @@ A screenshot goes to a tmp path, and to docs/screenshots/web.png when TEXSCRIBE_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -160,8 +161,12 @@ def test_draw_undo_recognise_preview_history(page, tmp_path):
     assert ink_pixels(page) > after_first > 0
     page.click("#undo")
     assert ink_pixels(page) == after_first
-    page.click("#recognize")
+    with page.expect_request("**/v1/predict") as sent:
+        page.click("#recognize")
     latex = wait_for_result(page)
+    # canvas ink travels as its pen strokes (the server draws them at the model's scale): the one kept stroke
+    body = json.loads(sent.value.post_data)
+    assert len(body["strokes"]) == 1 and len(body["strokes"][0]) >= 3 and "image_base64" not in body
     assert "confidence" in page.text_content("#confidence")
     assert page.locator("#history li").count() == 1
     assert latex in page.text_content("#history li")

@@ -23,9 +23,11 @@ import pytest
 import torch
 from serving_helpers import formula_png, make_tiny_model
 
+from texscribe.data.render_strokes import Ink
 from texscribe.inference import DeadlineExceeded, load_model
 from texscribe.latex import to_latex
 from texscribe.server import ServerSettings, create_app
+from texscribe.server import inputs as server_inputs
 from texscribe.server.limits import ApiError
 from texscribe.server.pool import InferencePool
 
@@ -624,3 +626,35 @@ def test_drawn_must_be_a_boolean(client):
         client.post("/v1/predict", json={"image_base64": base64.b64encode(png).decode(), "drawn": "yes"}),
         422, "invalid_request", "drawn",
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- pen strokes
+PLUS_ONE = [[[10, 50], [40, 50]], [[25, 35], [25, 65]], [[60, 30], [60, 70]]]  # "+1", canvas pixels
+
+
+def test_strokes_are_read_as_the_library_reads_ink_whatever_their_size(client, model_file):
+    recognizer = load_model(str(model_file))
+    expected = recognizer.predict(Ink(tuple(np.array(s, float) for s in PLUS_ONE)), max_len=MAX_TOKENS)
+    response = client.post("/v1/predict", json={"strokes": PLUS_ONE, "beam": 1})
+    assert response.status_code == 200, response.text
+    assert response.json()["latex"] == expected.latex
+    assert response.json()["tokens"] == list(expected.tokens)
+    # drawn 4x as large, with a time channel: the same picture reaches the model, so the same reading
+    big = [[[4 * x, 4 * y, 17.0] for x, y in stroke] for stroke in PLUS_ONE]
+    assert client.post("/v1/predict", json={"strokes": big}).json()["tokens"] == list(expected.tokens)
+
+
+def test_malformed_strokes_are_named(client, monkeypatch):
+    png = base64.b64encode(formula_png()).decode()
+    both = client.post("/v1/predict", json={"strokes": PLUS_ONE, "image_base64": png})
+    assert_error(both, 422, "invalid_request", "exactly one")
+    assert_error(client.post("/v1/predict", json={"beam": 1}), 422, "invalid_request", "exactly one")
+    short = client.post("/v1/predict", json={"strokes": [[[1, 2], [3]]]})
+    assert_error(short, 422, "invalid_request", "strokes[0][1]", "[x, y]")
+    words = client.post("/v1/predict", json={"strokes": [[["a", "b"]]]})
+    assert_error(words, 422, "invalid_request", "strokes")
+    dot = client.post("/v1/predict", json={"strokes": [[[5, 5]], [[5, 5]]]})
+    assert_error(dot, 422, "invalid_image", "dot")
+    monkeypatch.setattr(server_inputs, "MAX_STROKE_POINTS", 5)
+    many = client.post("/v1/predict", json={"strokes": PLUS_ONE})
+    assert_error(many, 413, "payload_too_large", "strokes", "6 points")

@@ -116,6 +116,31 @@ def render_strokes(
     return canvas
 
 
+@dataclass(frozen=True)
+class Ink:
+    """Online handwriting as an input to recognition: pen traces, each (N, 2) x, y points in any unit, y
+    downwards (a canvas in pixels, a tablet, an InkML file).
+
+    Why: a drawing's size and pen are the writer's accident (a formula drawn small on a canvas with a 5 px
+    pen merges its symbols into blobs). The traces carry the writing itself, so `render_ink` draws them at
+    the CROHME bitmap look (28 px strokes, 2 px pen) whatever size they were drawn at: the canvas reads
+    like the file path.
+    """
+
+    traces: tuple[np.ndarray, ...]
+
+
+def render_ink(ink: Ink, origin: str | None = None) -> np.ndarray:
+    """`ink` drawn with the default `RenderOptions` (the CROHME bitmap look): uint8 (H, W), ink 255 on 0.
+
+    Raises `ImageError` (naming `origin`) for ink that shows no written expression (`ink_problem`: no point,
+    a single dot, a coordinate that is not finite, stray points far from the rest)."""
+    problem = ink_problem(ink.traces)
+    if problem:
+        raise ImageError(problem, source=origin)
+    return render_strokes(ink.traces, RenderOptions(), origin=origin)
+
+
 def stroke_scale(traces: Sequence[np.ndarray], options: RenderOptions | None = None) -> float:
     """Pixels per InkML unit that `render_strokes(traces, options)` draws at: drawing a subset of the traces
     with `RenderOptions(scale=...)` of this value keeps its symbols the size they have in the whole drawing.

@@ -1,4 +1,5 @@
-"""Reading images out of requests: multipart parts or base64 JSON, with every malformed case an `ApiError`.
+"""Reading images out of requests: multipart parts, base64 JSON or JSON pen strokes, with every malformed
+case an `ApiError`.
 
 Nothing a client sends becomes a filesystem path: file names are only labels for messages.
 """
@@ -9,11 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from texscribe.data.render_strokes import Ink
 from texscribe.server import schemas
 from texscribe.server.limits import (
     ApiError,
@@ -24,6 +27,7 @@ from texscribe.server.limits import (
     validation_message,
 )
 
+MAX_STROKE_POINTS = 200_000  # pen points per request (a long formula drawn on the page has a few thousand)
 # Starlette caps non-file form fields at 1 MiB by default; base64 never travels in a form field here.
 _FORM_FIELD_BYTES = 64 * 1024
 
@@ -37,10 +41,11 @@ class InputLimits:
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What a formula request asks for: its images as (name, bytes), the beam width, and whether the
-    images are drawn handwriting of any size (`drawn`: normalise the writing size first)."""
+    """What a formula request asks for: its images as (name, bytes), or its pen strokes as (name, `Ink`),
+    the beam width, and whether the images are drawn handwriting of any size (`drawn`: normalise the
+    writing size first)."""
 
-    items: list[tuple[str, bytes]]
+    items: list[tuple[str, bytes | Ink]]
     beam: int
     drawn: bool = False
 
@@ -69,6 +74,10 @@ async def read_images(request: Request, limits: InputLimits, batch: bool) -> Ima
             parsed = model.model_validate(payload)
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", validation_message(exc.errors())) from None
+        if not batch and parsed.strokes is not None:
+            return ImageRequest(
+                [("strokes", _ink(parsed.strokes))], _check_beam(parsed.beam, limits.max_beam)
+            )
         texts = parsed.images if batch else [parsed.image_base64]
         _check_count(len(texts), limits.max_batch, batch)
         items = [(f"images[{i}]" if batch else "image_base64", t) for i, t in enumerate(texts)]
@@ -106,6 +115,24 @@ async def read_images(request: Request, limits: InputLimits, batch: bool) -> Ima
         )
     finally:
         await form.close()
+
+
+def _ink(strokes: list[list[list[float]]]) -> Ink:
+    """The JSON `strokes` field as `Ink`: each point needs x and y (further numbers are ignored); at most
+    `MAX_STROKE_POINTS` points in all. Ink that shows nothing written is refused later, per image, by the
+    recogniser (`render_ink`), like an unusable image."""
+    total = sum(len(stroke) for stroke in strokes)
+    if total > MAX_STROKE_POINTS:
+        raise ApiError(
+            413, "payload_too_large", f"strokes: {total:,} points sent; the limit is {MAX_STROKE_POINTS:,}"
+        )
+    traces = []
+    for i, stroke in enumerate(strokes):
+        for j, point in enumerate(stroke):
+            if len(point) < 2:
+                raise ApiError(422, "invalid_request", f"strokes[{i}][{j}]: a point is [x, y], got {point!r}")
+        traces.append(np.array([point[:2] for point in stroke], dtype=np.float64).reshape(-1, 2))
+    return Ink(tuple(traces))
 
 
 def _check_count(count: int, max_batch: int, batch: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from texscribe import __version__
+from texscribe.data.render_strokes import Ink
 from texscribe.server import jobs, schemas
 from texscribe.server.inputs import InputLimits, read_images
 from texscribe.server.limits import ApiError
@@ -140,6 +141,8 @@ async def classify_digit(request: Request) -> schemas.DigitResponse:
     state = _state(request)
     items = (await read_images(request, state.limits, batch=False)).items
     name, data = items[0]
+    if isinstance(data, Ink):
+        raise ApiError(422, "invalid_request", "strokes: the digit classifier reads images only")
     max_pixels = state.settings.max_pixels
     result, queued = await state.pool.run(
         lambda deadline: jobs.classify_digit(state.digits, data, name, max_pixels, deadline),

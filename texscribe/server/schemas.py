@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -10,10 +10,17 @@ class _Strict(BaseModel):
 
 
 class PredictRequest(_Strict):
-    """JSON form of `POST /v1/predict`."""
+    """JSON form of `POST /v1/predict`: an image, or pen strokes (`strokes`), not both."""
 
-    image_base64: str = Field(
-        description="the image file's bytes (PNG, JPEG, BMP, ...) in base64; a data URL works too"
+    image_base64: str | None = Field(
+        None, description="the image file's bytes (PNG, JPEG, BMP, ...) in base64; a data URL works too"
+    )
+    strokes: list[list[list[float]]] | None = Field(
+        None,
+        description="instead of an image, handwriting as pen strokes: each a list of [x, y] points (any "
+        "unit, y downwards, e.g. canvas pixels; further numbers per point such as time are ignored). The "
+        "strokes are drawn at the model's handwriting scale, so the size and pen they were drawn with do "
+        "not matter",
     )
     beam: int = Field(1, strict=True, description="beam width, a JSON integer; 1 = greedy decoding")
     drawn: bool = Field(
@@ -22,6 +29,12 @@ class PredictRequest(_Strict):
         description="true for handwriting drawn at any size (a canvas, a tablet): its writing size is "
         "normalised to the model's handwriting scale before recognition",
     )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.image_base64 is None) == (self.strokes is None):
+            raise ValueError("send exactly one of image_base64 (an image) and strokes (pen strokes)")
+        return self
 
 
 class BatchRequest(_Strict):

@@ -184,6 +184,24 @@ function canvasBlob() {
   return new Promise((resolve) => pad.toBlob(resolve, "image/png"));
 }
 
+// An upload is sent as the file; canvas ink as its pen strokes, which the server draws at the model's
+// handwriting scale: a formula drawn small with a thick pen reads like one drawn at any other size.
+function predictRequest(blob) {
+  const beam = Number($("beam").value);
+  if (!pendingUpload) {
+    const points = strokes.map((s) => s.points.map((p) => [p.x, p.y]));
+    return {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ strokes: points, beam }),
+    };
+  }
+  const form = new FormData();
+  form.append("file", blob, pendingUpload.name || "upload.png");
+  form.append("beam", String(beam));
+  return { method: "POST", body: form };
+}
+
 let inFlight = 0;
 async function recognize() {
   clearTimeout(autoTimer);
@@ -191,16 +209,12 @@ async function recognize() {
     setStatus("draw a formula or add an image first", true);
     return;
   }
-  const blob = pendingUpload || (await canvasBlob());
-  const form = new FormData();
-  form.append("file", blob, pendingUpload?.name || "canvas.png");
-  form.append("beam", $("beam").value);
-  if (!pendingUpload) form.append("drawn", "true"); // canvas ink: the server normalises its writing size
+  const blob = pendingUpload || (await canvasBlob()); // the canvas picture is kept for the history
   const ticket = ++inFlight;
   setStatus("recognising…");
   $("recognize").disabled = true;
   try {
-    const res = await fetch("/v1/predict", { method: "POST", body: form });
+    const res = await fetch("/v1/predict", predictRequest(blob));
     const body = await res.json().catch(() => ({}));
     if (ticket !== inFlight) return; // a newer request superseded this one
     if (!res.ok) {
