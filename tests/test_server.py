@@ -633,6 +633,9 @@ PLUS_ONE = [[[10, 50], [40, 50]], [[25, 35], [25, 65]], [[60, 30], [60, 70]]]  #
 
 
 def test_strokes_are_read_as_the_library_reads_ink_whatever_their_size(client, model_file):
+    import texscribe
+
+    assert texscribe.Ink is Ink  # the public name
     recognizer = load_model(str(model_file))
     expected = recognizer.predict(Ink(tuple(np.array(s, float) for s in PLUS_ONE)), max_len=MAX_TOKENS)
     response = client.post("/v1/predict", json={"strokes": PLUS_ONE, "beam": 1})
