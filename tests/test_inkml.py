@@ -355,3 +355,29 @@ def test_crohme_2014_truth_agrees_with_captions(shared_data):
     assert equal / len(samples) >= 0.90
     rendered = samples[0].load()  # and the strokes look like the offline bitmap of the same id
     assert 40 <= rendered.shape[0] <= 250 and rendered.max() == 255
+
+
+def test_an_inkml_file_is_read_as_its_pen_strokes(tmp_path):
+    """`texscribe predict file.inkml` (and a folder of them): the file's traces, drawn as `Ink` is drawn."""
+    from texscribe.data.render_strokes import Ink
+    from texscribe.inference import load_model
+    from texscribe.inputs import expand_inputs
+
+    good = tmp_path / "plus_one.inkml"
+    good.write_text(inkml(traces='<trace id="0">0 20, 30 20</trace><trace id="1">15 5, 15 35</trace>'
+                                '<trace id="2">45 0, 45 40</trace>'))  # fmt: skip
+    bad = tmp_path / "bad.inkml"
+    bad.write_text("<ink><trace id='7'>1 2, a b</trace></ink>")
+    recognizer = load_model("default")
+    traces = parse_inkml(good.read_bytes()).traces
+    from_file = recognizer.preprocess(good)  # one array, or a tuple of views (data.read_ink_heights)
+    from_ink = recognizer.preprocess(Ink(tuple(traces)))
+    views = [from_file] if isinstance(from_file, np.ndarray) else list(from_file)
+    ink_views = [from_ink] if isinstance(from_ink, np.ndarray) else list(from_ink)
+    assert len(views) == len(ink_views)
+    assert all(np.array_equal(a, b) for a, b in zip(views, ink_views))
+    with pytest.raises(InputError, match="trace '7'") as err:
+        recognizer.preprocess(bad)
+    assert str(bad) in str(err.value)
+    paths, problems = expand_inputs([str(tmp_path)])
+    assert sorted(paths) == sorted([str(good), str(bad)]) and problems == []

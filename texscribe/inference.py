@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from texscribe.config import Config, DataConfig, stored_config, with_data_overrides
+from texscribe.data.readers.inkml import INKML_SUFFIX, read_ink_file
 from texscribe.data.render_strokes import Ink, render_ink
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
 from texscribe.images import (
@@ -300,9 +301,9 @@ class Recognizer:
         return all(m.config.train.bidirectional for m in self.models)
 
     def preprocess(self, x: Any, origin: str | None = None, *, drawn: bool = False) -> ModelInput:
-        """Load (path, bytes, PIL image, ndarray, or `Ink`: pen traces, see `render_ink`) and preprocess to
-        the model's input (`ModelInput`: one array, or the views of `data.read_ink_heights`); raises
-        `ImageError`.
+        """Load (path, bytes, PIL image, ndarray, or pen traces: `Ink` or an `.inkml` path, see `render_ink`)
+        and preprocess to the model's input (`ModelInput`: one array, or the views of
+        `data.read_ink_heights`); raises `ImageError` (`InputError` for a malformed InkML file).
 
         `drawn`: the image is handwriting drawn at any size (the web page's canvas, a tablet). Its writing
         size is then normalised (`images.normalise_ink_size`) to the model's `data.ink_height`, or, for a
@@ -310,6 +311,8 @@ class Recognizer:
         handwriting set here is drawn at. (Print is not normalised that way unless the model says so: its
         symbols are a quarter of that size.)
         """
+        if isinstance(x, (str, os.PathLike)) and os.fspath(x).lower().endswith(INKML_SUFFIX):
+            x = read_ink_file(x)
         if isinstance(x, Ink):  # pen traces: drawn at the training look, whatever size they were written at
             x = render_ink(x, origin=origin)
         if _is_pil(x):

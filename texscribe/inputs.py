@@ -12,7 +12,21 @@ import glob
 import io
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}
+# what a folder contributes: image files, and InkML pen strokes (read as `Ink`, see `Recognizer.preprocess`)
+IMAGE_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".inkml",
+}
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -9,6 +9,7 @@ symbol trace groups included, for tools that need them.
 
 from __future__ import annotations
 
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from texscribe.data.readers.archive import Archive, sniff_encoding
-from texscribe.data.render_strokes import RenderOptions, ink_problem, render_strokes
+from texscribe.data.render_strokes import Ink, RenderOptions, ink_problem, render_strokes
 from texscribe.data.sample import Sample, Skipped
 from texscribe.errors import InputError
+from texscribe.images import read_image_file
 from texscribe.latex import to_latex, tokenize
 
 ALL_SPLITS = "all"
@@ -49,6 +51,19 @@ class InkmlDocument:
     symbols: list[InkSymbol] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     mathml: ET.Element | None = None  # the file's `<annotationXML>` (presentation MathML with `xml:id`s)
+
+
+INKML_SUFFIX = ".inkml"
+MAX_INKML_BYTES = 64 * 1024 * 1024  # one expression's strokes; the largest CROHME file is well under 1 MB
+
+
+def read_ink_file(path: str | os.PathLike, max_bytes: int = MAX_INKML_BYTES) -> Ink:
+    """The pen traces of the InkML file at `path` as `Ink`, what `texscribe predict file.inkml` reads.
+
+    Read as `images.read_image_file` reads (regular files only, at most `max_bytes`); a malformed file raises
+    `InputError` naming it, so a batch job reports it and goes on."""
+    origin = os.fspath(path)
+    return Ink(tuple(parse_inkml(read_image_file(path, max_bytes, origin=origin), origin=origin).traces))
 
 
 def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
