@@ -658,6 +658,11 @@ def test_malformed_strokes_are_named(client, monkeypatch):
     assert_error(words, 422, "invalid_request", "strokes")
     dot = client.post("/v1/predict", json={"strokes": [[[5, 5]], [[5, 5]]]})
     assert_error(dot, 422, "invalid_image", "dot")
+    nan = '{"strokes": [[[NaN, 1], [2, 3]]]}'  # Python's json (and some clients) write NaN
+    sent = client.post("/v1/predict", content=nan, headers={"content-type": "application/json"})
+    assert_error(sent, 422, "invalid_image", "strokes", "not finite")
+    stray = client.post("/v1/predict", json={"strokes": [[[0, 0], [1, 1]], [[1e5, 0], [1e5, 1]]]})
+    assert_error(stray, 422, "invalid_image", "stray points")
     monkeypatch.setattr(server_inputs, "MAX_STROKE_POINTS", 5)
     many = client.post("/v1/predict", json={"strokes": PLUS_ONE})
     assert_error(many, 413, "payload_too_large", "strokes", "6 points")

@@ -116,7 +116,7 @@ def render_strokes(
     return canvas
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare traces with np.array_equal
 class Ink:
     """Online handwriting as an input to recognition: pen traces, each (N, 2) x, y points in any unit, y
     downwards (a canvas in pixels, a tablet, an InkML file).
