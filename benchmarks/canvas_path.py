@@ -4,8 +4,9 @@ Starts the server with `--model`, opens its page in Chromium (Playwright), and f
 CROHME 2014 InkML expressions draws its pen strokes with the mouse, scaled so the ink fills `--fill` of the
 canvas width (or 60 % of its height, whichever is smaller), as someone writing on the page would; the page
 sends its pen strokes (canvas pixels, as the pointer events gave them) to `POST /v1/predict`, and the LaTeX
-in its editor is scored against the official 2014 caption. The same expressions rendered as CROHME-style bitmaps (`data/render_strokes.py`, 28 px strokes) are read through
-`Recognizer.predict` (the file path). Both paths decode with beam 3, the page's default.
+in its editor is scored against the official 2014 caption. The same expressions rendered as CROHME-style
+bitmaps (`data/render_strokes.py`, 28 px strokes) are read through `Recognizer.predict` (the file path).
+Both paths decode with beam 3, the page's default.
 
     python benchmarks/canvas_path.py --model default --count 100 [--fill 0.8] [--pen 5]
 

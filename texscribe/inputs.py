@@ -12,21 +12,9 @@ import glob
 import io
 from pathlib import Path
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm"}
 # what a folder contributes: image files, and InkML pen strokes (read as `Ink`, see `Recognizer.preprocess`)
-IMAGE_SUFFIXES = {
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".inkml",
-}
+INPUT_SUFFIXES = IMAGE_SUFFIXES | {".inkml"}
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -57,7 +45,7 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         kind = _path_kind(Path(spec))
         if kind == "folder":
             found = sorted(
-                str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
             )
             if not found:
                 problems.append((spec, "folder holds no image files"))
