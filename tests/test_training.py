@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -146,6 +147,38 @@ def test_resume_keeps_the_best_checkpoint(crohme64: tuple[Path, Path], tmp_path:
     assert len(list((second.run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
     meta = read_model_file(second.model_file).meta
     assert meta["checkpoint_step"] == meta["best_metrics"]["step"] == second.best_metrics["step"]
+
+
+class InterruptAt(L.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C raises) in the named hook: `on_fit_start` comes before
+    Lightning restores a resumed run, `on_train_batch_end` after training has started."""
+
+    def __init__(self, hook: str) -> None:
+        setattr(self, hook, self._interrupt)
+
+    def _interrupt(self, *args: object) -> None:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_interrupt_before_the_restore_keeps_last_checkpoint(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+    """Ctrl-C while a resumed run is still loading must not save its blank step-0 state over last.ckpt
+    (it did: a 5-step run's progress was replaced by step 0); once training runs, Ctrl-C still saves."""
+    from texscribe.training import train
+
+    train_dir, _ = crohme64
+    first = train(config(train_dir, tmp_path, "train.max_steps=5", "train.max_epochs=100"))
+    before = first.last_checkpoint.read_bytes()
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        train(config(train_dir, tmp_path, "train.max_steps=9", "train.max_epochs=100"),
+              callbacks=[InterruptAt("on_fit_start")])  # fmt: skip
+    assert first.last_checkpoint.read_bytes() == before
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        train(config(train_dir, tmp_path, "train.max_steps=9", "train.max_epochs=100"),
+              callbacks=[InterruptAt("on_train_batch_end")])  # fmt: skip
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 6  # resumed at 5, interrupted after its first new step, saved
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ The PNG curves of a run are drawn by `texscribe.evaluation.plots.plot_training_c
 
 `LastCheckpoint` is what makes "run the same command again" resume: it rewrites
 `checkpoints/last.ckpt` every N optimizer steps or M minutes (whichever comes first), after each
-validation and epoch, at the last step, and when the run is interrupted (Ctrl-C, SIGTERM). Each write goes
+validation and epoch, at the last step, and when the run is interrupted (Ctrl-C, SIGTERM) once training has
+started (an interrupt while the data loads or the checkpoint restores would save step 0 over a resumed
+run's progress, so `last.ckpt` is then left as it was). Each write goes
 to a temporary file first and is renamed over the old one, so a kill mid-write never corrupts it.
 """
 
@@ -46,6 +48,7 @@ class LastCheckpoint(Checkpoint):
         self._last_time = time.monotonic()
         self._last_step = -1
         self._last_kind = ""
+        self._training = False  # set once Lightning has restored a resumed run's state
 
     @property
     def path(self) -> Path:
@@ -62,6 +65,9 @@ class LastCheckpoint(Checkpoint):
             os.replace(tmp, self.path)
         trainer.strategy.barrier()
         self._last_time, self._last_step, self._last_kind = time.monotonic(), trainer.global_step, kind
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = True
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         step = trainer.global_step
@@ -83,9 +89,13 @@ class LastCheckpoint(Checkpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            log.info("interrupted at step %d: saving %s", trainer.global_step, self.path)
-            self.save(trainer, "interrupt")
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        if not self._training:  # still building data or restoring: the state is not the run's, keep last.ckpt
+            log.info("interrupted before training started: %s left as it was", self.path)
+            return
+        log.info("interrupted at step %d: saving %s", trainer.global_step, self.path)
+        self.save(trainer, "interrupt")
 
 
 class ImagesPerSecond(L.Callback):
