@@ -162,7 +162,9 @@ class InterruptAt(L.Callback):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_interrupt_before_the_restore_keeps_last_checkpoint(crohme64: tuple[Path, Path], tmp_path: Path) -> None:
+def test_interrupt_before_the_restore_keeps_last_checkpoint(
+    crohme64: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Ctrl-C while a resumed run is still loading must not save its blank step-0 state over last.ckpt
     (it did: a 5-step run's progress was replaced by step 0); once training runs, Ctrl-C still saves."""
     from texscribe.training import train
