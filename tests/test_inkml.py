@@ -379,5 +379,8 @@ def test_an_inkml_file_is_read_as_its_pen_strokes(tmp_path):
     with pytest.raises(InputError, match="trace '7'") as err:
         recognizer.preprocess(bad)
     assert str(bad) in str(err.value)
+    with pytest.raises(InputError, match="cannot read InkML file") as err:
+        recognizer.preprocess(tmp_path / "missing.inkml")
+    assert "missing.inkml" in str(err.value)
     paths, problems = expand_inputs([str(tmp_path)])
     assert sorted(paths) == sorted([str(good), str(bad)]) and problems == []

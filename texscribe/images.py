@@ -74,8 +74,11 @@ def load_image(
     return to_ink_on_dark(_decode_to_gray(data, origin, max_pixels))
 
 
-def read_image_file(path: str | os.PathLike, max_bytes: int, *, origin: str | None = None) -> bytes:
-    """The bytes of the regular file at `path`, at most `max_bytes` of them; anything else is `ImageError`.
+def read_image_file(
+    path: str | os.PathLike, max_bytes: int, *, origin: str | None = None, what: str = "image file"
+) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes` of them; anything else is `ImageError`
+    (its message calls the file `what`: "image file", or "InkML file" for `read_ink_file`).
 
     Devices (/dev/zero never ends), FIFOs and sockets (a read blocks until some writer appears) and
     folders are refused from `fstat` before any byte is read: the file is opened non-blocking so that
@@ -87,12 +90,12 @@ def read_image_file(path: str | os.PathLike, max_bytes: int, *, origin: str | No
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
         reason = getattr(exc, "strerror", None) or exc
-        raise ImageError(f"cannot read image file: {reason}", source=origin) from exc
+        raise ImageError(f"cannot read {what}: {reason}", source=origin) from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(
-                f"not a regular file (it is a {_file_kind(info.st_mode)}); pass an image file", source=origin
+                f"not a regular file (it is a {_file_kind(info.st_mode)}); pass an {what}", source=origin
             )
         if info.st_size > max_bytes:
             raise ImageError(
@@ -100,7 +103,7 @@ def read_image_file(path: str | os.PathLike, max_bytes: int, *, origin: str | No
             )
         data = _read_upto(fd, max_bytes + 1)
     except OSError as exc:
-        raise ImageError(f"cannot read image file: {exc.strerror or exc}", source=origin) from exc
+        raise ImageError(f"cannot read {what}: {exc.strerror or exc}", source=origin) from exc
     finally:
         os.close(fd)
     if len(data) > max_bytes:

@@ -63,7 +63,8 @@ def read_ink_file(path: str | os.PathLike, max_bytes: int = MAX_INKML_BYTES) -> 
     Read as `images.read_image_file` reads (regular files only, at most `max_bytes`); a malformed file raises
     `InputError` naming it, so a batch job reports it and goes on."""
     origin = os.fspath(path)
-    return Ink(tuple(parse_inkml(read_image_file(path, max_bytes, origin=origin), origin=origin).traces))
+    data = read_image_file(path, max_bytes, origin=origin, what="InkML file")
+    return Ink(tuple(parse_inkml(data, origin=origin).traces))
 
 
 def parse_inkml(data: bytes | str, origin: str = "<inkml>") -> InkmlDocument:
