@@ -268,12 +268,12 @@ def read_inkml(
     `render_strokes.ink_problem`), `no_truth`, `duplicate_id`.
     """
     path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".inkml":
+    if path.is_file() and path.suffix.lower() == INKML_SUFFIX:
         source = path.name
         yield _sample(path.stem, path.read_bytes(), str(path), source, lambda: path.read_bytes(), render)
         return
     archive = Archive.open(path)
-    names = [n for n in archive.names if n.lower().endswith(".inkml")]
+    names = [n for n in archive.names if n.lower().endswith(INKML_SUFFIX)]
     chosen, split_name = choose_inkml_split(names, split, str(path))
     source = f"{path.name}:{split_name}" if split_name else path.name
     seen: set[str] = set()
