@@ -264,7 +264,10 @@ def test_shipped_default_model_reads_the_bundled_examples():
 
 
 # Greedy readings of the shipped model, computed before validation and prediction shared one search
-# (issue 16): they must not change by a single token.
+# (issue 16): they must not change by a single token while the weights stay the same. They are the model's
+# readings, not the captions: with the weights of 2026-12-06 (`base-small-4` mean) the straight-stroke
+# `x - y` drawing reads `X-Y` (the weights before read `x-y`; the other nine are unchanged). Refresh them
+# only when `texscribe/weights/default.pt` changes.
 SHIPPED_GREEDY = {
     "x_squared_plus_1.png": "x^{2}+1",
     "y_eq_4x.png": "y=4x",
@@ -273,7 +276,7 @@ SHIPPED_GREEDY = {
     "sample_crohme/data/train/img/sample_paren.bmp": "(x+2)",
     "sample_crohme/data/train/img/sample_square.bmp": "x^{2}+1",
     "sample_crohme/data/train/img/sample_sum.bmp": "1+2=3",
-    "sample_crohme/data/train/img/sample_x_minus_y.bmp": "x-y",
+    "sample_crohme/data/train/img/sample_x_minus_y.bmp": "X-Y",
     "sample_crohme/data/train/img/sample_x_plus_1.bmp": "x+1",
     "sample_crohme/data/train/img/sample_y_eq_4x.bmp": "y=4x",
 }

@@ -74,7 +74,8 @@ PAPER_FORMULAS = [
 ]
 # Computer Modern at im2latex's look (10 pt, 120 dpi: ~7 px symbols) and Times at 150 dpi. Measured with the
 # shipped model (2026-12-04): 13 and 11 of 16 exact; the default of 2026-12-05 (base-joint-6) reads 15 of 16
-# in both. The bar leaves room for a retrained model's variation.
+# in both, that of 2026-12-06 (base-small-4) 16 of 16 (15 read once). The bar leaves room for a retrained
+# model's variation.
 PAPER_STYLES = [RenderStyle(font="cm", size=10, dpi=120), RenderStyle(font="times", size=11, dpi=150)]
 PAPER_MIN_EXACT = 12
 
@@ -112,7 +113,7 @@ MATRIX_FORMULAS = [
     r"\mathbf{u} = \begin{bmatrix} u_{1} \\ u_{2} \\ u_{3} \end{bmatrix}",
 ]
 # The first default trained on matrices (2026-12-05, 2 h with them) read 3 of 6 in both fonts; the annealed
-# one after it (base-joint-6) reads 5 of 6 in both: only the vmatrix comes back as |x&y|.
+# one after it (base-joint-6) reads 5 of 6 in both, and so does base-small-4: only the vmatrix is misread.
 MATRIX_MIN_EXACT = 4
 
 
