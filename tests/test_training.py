@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -181,6 +182,34 @@ def test_interrupt_before_the_restore_keeps_last_checkpoint(
               callbacks=[InterruptAt("on_train_batch_end")])  # fmt: skip
     ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6  # resumed at 5, interrupted after its first new step, saved
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_sigterm_to_the_process_group_saves_last_checkpoint(
+    crohme64: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`kill -- -PGID` (a job stopped as a whole: main process and DataLoader workers) must save the step the
+    run reached. It did not: the worker died of the SIGTERM, the main process raised "DataLoader worker is
+    killed by signal: Terminated" instead of Lightning's SIGTERM exit, and every step since the last
+    periodic save was lost (minutes of a long run)."""
+    train_dir, _ = crohme64
+    code = "import sys; from texscribe.config import load_config; from texscribe.training import train; " \
+           "train(load_config('tiny', sys.argv[1:]))"  # fmt: skip
+    overrides = [f"data.train=[{train_dir}@30]", f"train.out_dir={tmp_path}", *SMALL, "data.num_workers=1",
+                 "train.max_steps=100000", "train.max_epochs=1", "train.progress_bar=false"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *overrides], start_new_session=True, **PIPES)
+    metrics = tmp_path / "tiny" / "logs" / "csv" / "segment-000" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) > 8):  # a few steps trained
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    last = tmp_path / "tiny" / "checkpoints" / "last.ckpt"
+    assert last.is_file(), err[-2000:]  # one epoch is 270 steps: nothing else saved it
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 3
+    assert "killed by signal" not in err
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -152,7 +153,11 @@ class _SkipMissing(Collate):
 
 
 def _worker_init(worker_id: int) -> None:
-    """Each DataLoader worker gets its own augmentation stream (torch seeds workers differently)."""
+    """Each DataLoader worker gets its own augmentation stream (torch seeds workers differently), and
+    ignores SIGTERM: stopping a job as a whole (`kill -- -PGID`, a scheduler) signals the workers too, and a
+    worker dying of it made the main process fail with "DataLoader worker is killed" before Lightning's
+    SIGTERM exit could save `last.ckpt`. The main process alone handles it; workers end with it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     if info is not None and getattr(info.dataset, "augment", None) is not None:
         info.dataset.augment.reseed(info.seed % 2**31)
