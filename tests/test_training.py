@@ -164,7 +164,7 @@ class InterruptAt(L.Callback):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_interrupt_before_the_restore_keeps_last_checkpoint(
-    crohme64: tuple[Path, Path], tmp_path: Path
+    crohme64: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Ctrl-C while a resumed run is still loading must not save its blank step-0 state over last.ckpt
     (it did: a 5-step run's progress was replaced by step 0); once training runs, Ctrl-C still saves."""
@@ -177,11 +177,13 @@ def test_interrupt_before_the_restore_keeps_last_checkpoint(
         train(config(train_dir, tmp_path, "train.max_steps=9", "train.max_epochs=100"),
               callbacks=[InterruptAt("on_fit_start")])  # fmt: skip
     assert first.last_checkpoint.read_bytes() == before
+    assert "interrupted: nothing new was saved" in capsys.readouterr().out
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         train(config(train_dir, tmp_path, "train.max_steps=9", "train.max_epochs=100"),
               callbacks=[InterruptAt("on_train_batch_end")])  # fmt: skip
     ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6  # resumed at 5, interrupted after its first new step, saved
+    assert "interrupted: progress up to step 6 is in" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -205,11 +207,12 @@ def test_sigterm_to_the_process_group_saves_last_checkpoint(
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     last = tmp_path / "tiny" / "checkpoints" / "last.ckpt"
     assert last.is_file(), err[-2000:]  # one epoch is 270 steps: nothing else saved it
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 3
-    assert "killed by signal" not in err
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step >= 3 and "killed by signal" not in err
+    assert f"interrupted: progress up to step {step} is in {last}" in out
 
 
 @pytest.mark.slow

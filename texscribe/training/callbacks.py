@@ -54,6 +54,12 @@ class LastCheckpoint(Checkpoint):
     def path(self) -> Path:
         return self.dirpath / LAST
 
+    @property
+    def saved_step(self) -> int | None:
+        """The global step this run last wrote to `path`; None before its first save (a resumed run's
+        file then still holds where the previous segment stopped)."""
+        return self._last_step if self._last_step >= 0 else None
+
     def save(self, trainer: L.Trainer, kind: str) -> None:
         """Atomic save; every rank must call it (the strategy gathers state), rank 0 writes.
         A second save at the same step is skipped unless it follows validation (new metrics, best model)."""

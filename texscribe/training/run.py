@@ -262,10 +262,27 @@ def _fit(
             trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
-            print(f"interrupted: progress is in {last_path}; run the same command again to resume")
+            print(f"interrupted: {_saved_progress(trainer, last_path)}")
         if trainer.is_global_zero:
             curves = _plot_curves(run_dir)
     return finished, curves
+
+
+def _saved_progress(trainer: Any, last_path: Path) -> str:
+    """What last.ckpt holds after an interrupt, as measured, not assumed: an interrupt that could not save
+    (a crash rather than Ctrl-C/SIGTERM) leaves the step of the last periodic save, or nothing."""
+    from texscribe.training.callbacks import LastCheckpoint
+
+    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    step = last.saved_step if last is not None else None
+    resume = "run the same command again to resume"
+    if step is None:
+        if last_path.exists():
+            return f"nothing new was saved; {last_path} holds where the previous segment stopped; {resume}"
+        return "nothing was saved"
+    if step == trainer.global_step:
+        return f"progress up to step {step} is in {last_path}; {resume}"
+    return f"step {trainer.global_step} was reached, but {last_path} holds step {step}; {resume}"
 
 
 def _plot_curves(run_dir: Path) -> list[Path]:
