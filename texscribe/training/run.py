@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -49,6 +49,9 @@ from texscribe.checkpoint import (
 )
 from texscribe.config import Config, check_values
 from texscribe.errors import ConfigError, ModelLoadError, TexscribeError
+
+if TYPE_CHECKING:  # lightning is imported only when a run starts
+    from texscribe.training.callbacks import LastCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +172,7 @@ def train(
     )
     if trainer.is_global_zero:  # every DDP rank runs this function; only the first writes files
         _start_run_directory(config, run_dir, ckpt_path)
-    finished, curves = _fit(trainer, module, datamodule, ckpt_path, last.path, run_dir)
+    finished, curves = _fit(trainer, module, datamodule, ckpt_path, last, run_dir)
     best_path = Path(best_cb.best_model_path) if best_cb and best_cb.best_model_path else None
     result = TrainResult(
         run_dir=run_dir,
@@ -248,7 +251,7 @@ def _start_run_directory(config: Config, run_dir: Path, ckpt_path: Path | None) 
 
 
 def _fit(
-    trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None, last_path: Path, run_dir: Path
+    trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None, last: LastCheckpoint, run_dir: Path
 ) -> tuple[bool, list[Path]]:
     """Run `trainer.fit` -> (finished, curve files). A run that finished between validations is validated
     once more (its final weights scored); the curves are plotted however the fit ended (rank 0 only)."""
@@ -262,27 +265,25 @@ def _fit(
             trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         if trainer.state.status.value == "interrupted" and trainer.is_global_zero:
-            print(f"interrupted: {_saved_progress(trainer, last_path)}")
+            print(f"interrupted: {_saved_progress(last, trainer.global_step)}")
         if trainer.is_global_zero:
             curves = _plot_curves(run_dir)
     return finished, curves
 
 
-def _saved_progress(trainer: Any, last_path: Path) -> str:
-    """What last.ckpt holds after an interrupt, as measured, not assumed: an interrupt that could not save
-    (a crash rather than Ctrl-C/SIGTERM) leaves the step of the last periodic save, or nothing."""
-    from texscribe.training.callbacks import LastCheckpoint
-
-    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
-    step = last.saved_step if last is not None else None
+def _saved_progress(last: LastCheckpoint, reached: int) -> str:
+    """What `last` (the run's `LastCheckpoint`) holds after an interrupt at step `reached`, as saved, not
+    assumed: an interrupt that could not save (a crash rather than Ctrl-C/SIGTERM) leaves the step of the
+    last periodic save, or nothing."""
+    last_path, step = last.path, last.saved_step
     resume = "run the same command again to resume"
     if step is None:
         if last_path.exists():
             return f"nothing new was saved; {last_path} holds where the previous segment stopped; {resume}"
         return "nothing was saved"
-    if step == trainer.global_step:
+    if step == reached:
         return f"progress up to step {step} is in {last_path}; {resume}"
-    return f"step {trainer.global_step} was reached, but {last_path} holds step {step}; {resume}"
+    return f"step {reached} was reached, but {last_path} holds step {step}; {resume}"
 
 
 def _plot_curves(run_dir: Path) -> list[Path]:
