@@ -6,7 +6,8 @@
 #
 # The same commands as docs/TRAINING_RUNS.md and docs/RENDERING.md, in one place and in dependency order.
 # Every step skips a set whose report.md already exists, so a re-run after an interruption resumes.
-# About 30 minutes on 2 cores (synthetic handwriting ~11 min, paper print ~7 min, school print ~5 min).
+# About 25 minutes on 2 quiet cores (2026-12-06: paper print 8.5 min, synthetic handwriting 6 min, school print
+# 4 min; docs/TRAINING_RUNS.md, fourteenth session).
 # Needs TeX (scripts/setup.sh installs it); without it the print renders fall back to matplotlib mathtext
 # and are not the sets the model card describes.
 set -euo pipefail
