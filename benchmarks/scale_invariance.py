@@ -1,7 +1,7 @@
 """Does a model read the same formulas written small or large? CROHME 2014 rendered at several sizes.
 
 People write at any size; CROHME's bitmaps all have strokes of ~28 px. This renders the 986 CROHME 2014
-InkML expressions with the same 2 px pen at `--scales` times the bitmap size (symbol height 28 x s), labels
+InkML expressions with the same pen (`line_width` 2: 3.4 px) at `--scales` times the bitmap size (symbol height 28 x s), labels
 them with the official 2014 captions, prepares each scale as a dataset, and scores the model on each with
 the library's `evaluate` (what `texscribe evaluate` runs): as the model file says, and with ink-size
 normalisation (`data.ink_height`, see `texscribe.images.normalise_ink_size`) switched on at `--ink-height`.
@@ -46,10 +46,15 @@ def official_captions(offline_zip: Path, split: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in lines if "\t" in line)
 
 
-def render_split(inkml_zip: Path, split: str, captions: dict[str, str], scale: float, out: Path) -> int:
-    """Write `out/img/<id>.png` (white ink on black) + `out/manifest.tsv` (`id, image, tokens`); returns count."""
+def render_split(
+    inkml_zip: Path, split: str, captions: dict[str, str], scale: float, out: Path, line_width: float = 2.0
+) -> int:
+    """Write `out/img/<id>.png` (white ink on black) + `out/manifest.tsv` (`id, image, tokens`); returns count.
+
+    line_width: `RenderOptions.line_width` (2, the default, draws a 3.4 px anti-aliased pen at every scale).
+    """
     (out / "img").mkdir(parents=True, exist_ok=True)
-    options = RenderOptions(stroke_height=BITMAP_STROKE_HEIGHT * scale, line_width=2.0)
+    options = RenderOptions(stroke_height=BITMAP_STROKE_HEIGHT * scale, line_width=line_width)
     rows = ["id\timage\ttokens"]
     for item in read_inkml(inkml_zip, split, render=options):
         if not isinstance(item, Sample) or item.id not in captions or item.load is None:

@@ -31,7 +31,8 @@ class RenderOptions:
     scale: pixels per InkML unit (use when all files share one unit and absolute size matters).
     target_height: height of the ink in px; every expression gets the same height.
     stroke_height: mean height in px of the non-flat strokes (default, matches CROHME offline bitmaps).
-    line_width: pen width in px. padding: background margin around the ink in px.
+    line_width: the pen's line thickness in px (rounded); anti-aliased, a thickness t >= 2 draws a stroke
+        2 * ceil(t / 2) + 1.4 px wide (2: 3.4 px, the CROHME bitmap look). padding: background margin in px.
     jitter: strength of a random affine + smooth elastic perturbation of the points (0 = none,
         1 = rotation up to 4 deg, shear 0.15, scale 10 %, displacement up to 8 % of `stroke_height`).
     seed: with a seed, each sample's jitter is reproducible (seeded by seed + sample id).
@@ -123,7 +124,7 @@ class Ink:
 
     Why: a drawing's size and pen are the writer's accident (a formula drawn small on a canvas with a 5 px
     pen merges its symbols into blobs). The traces carry the writing itself, so `render_ink` draws them at
-    the CROHME bitmap look (28 px strokes, 2 px pen) whatever size they were drawn at: the canvas reads
+    the CROHME bitmap look (28 px strokes, a 3.4 px pen) whatever size they were drawn at: the canvas reads
     like the file path.
     """
 
