@@ -27,6 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale_invariance import SCORE_HEADER, score_columns  # noqa: E402
 
 from texscribe import images  # noqa: E402
 from texscribe.data.prepared import PreparedDataset  # noqa: E402
@@ -119,10 +122,9 @@ def main() -> None:
 
     print(f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
           + (f", first {args.limit}" if args.limit else ""))  # fmt: skip
-    print(f"{'scale':>5} {'setting':<26} {'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7}  oracle answered")
+    print(f"{'scale':>5} {'setting':<26} {SCORE_HEADER}  oracle answered")
     for scale, setting, m, answered in rows:
-        print(f"{scale:>5g} {setting:<26} {m['n']:>5} {100 * m['exp_rate']:>7.2f}% {100 * m['le1']:>6.2f}% "
-              f"{100 * m['le2']:>6.2f}%  {answered}")  # fmt: skip
+        print(f"{scale:>5g} {setting:<26} {score_columns(m)}  {answered}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -34,7 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_invariance import SHARED, official_captions, render_split  # noqa: E402
+from scale_invariance import (  # noqa: E402
+    SCORE_HEADER,
+    SHARED,
+    official_captions,
+    render_split,
+    score_columns,
+    write_folder,
+)
 
 from texscribe.data.prepare import prepare  # noqa: E402
 from texscribe.evaluation.evaluate import evaluate  # noqa: E402
@@ -59,34 +67,28 @@ def area_resize(img: np.ndarray, factor: float) -> np.ndarray:
 
 
 def shrink_folder(src: Path, factor: float, out: Path) -> int:
-    """Area-resize every image of a render folder (`manifest.tsv` of id, image, tokens) by `factor`."""
-    (out / "img").mkdir(parents=True, exist_ok=True)
-    lines = (src / "manifest.tsv").read_text(encoding="utf-8").splitlines()
-    rows = [lines[0]]
-    for line in lines[1:]:
-        sample_id, image, tokens = line.split("\t")[:3]
-        target = out / "img" / f"{sample_id}.png"
-        if not target.exists():
-            cv2.imwrite(str(target), area_resize(cv2.imread(str(src / image), cv2.IMREAD_GRAYSCALE), factor))
-        rows.append(f"{sample_id}\timg/{sample_id}.png\t{tokens}")
-    (out / "manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return len(rows) - 1
+    """Every image of the render folder `src`, area-resized by `factor`, as the render folder `out`."""
+    lines = (src / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    records = [line.split("\t")[:3] for line in lines]
+    return write_folder(
+        out, ((i, tokens, partial(_resized, src / image, factor)) for i, image, tokens in records)
+    )
 
 
 def bitmap_folder(offline_zip: Path, factor: float, out: Path) -> int:
-    """The CoMER-layout zip's 2014 bitmaps, area-resized by `factor`, as a render folder (ink bright)."""
-    (out / "img").mkdir(parents=True, exist_ok=True)
-    rows = ["id\timage\ttokens"]
+    """The CoMER-layout zip's 2014 bitmaps, area-resized by `factor`, as the render folder `out`."""
     with zipfile.ZipFile(offline_zip) as z:
-        for sample_id, tokens in official_captions(offline_zip, "2014").items():
-            target = out / "img" / f"{sample_id}.png"
-            if not target.exists():
-                name = f"data/2014/img/{sample_id}.bmp"
-                img = to_uint8(load_image(z.read(name), origin=name))  # ink bright, as the renders
-                cv2.imwrite(str(target), area_resize(img, factor))
-            rows.append(f"{sample_id}\timg/{sample_id}.png\t{tokens}")
-    (out / "manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return len(rows) - 1
+        items = (
+            (i, tokens, partial(_resized, z, factor, f"data/2014/img/{i}.bmp"))
+            for i, tokens in official_captions(offline_zip, "2014").items()
+        )
+        return write_folder(out, items)
+
+
+def _resized(source: Path | zipfile.ZipFile, factor: float, name: str | None = None) -> np.ndarray:
+    """An image file (or member `name` of a zip), ink bright as the renders (`load_image`), `area_resize`d."""
+    payload = source.read(name) if isinstance(source, zipfile.ZipFile) else source
+    return area_resize(to_uint8(load_image(payload, origin=name)), factor)
 
 
 def main() -> None:
@@ -142,10 +144,9 @@ def main() -> None:
 
     print(f"\nCROHME 2014 at half size: size or pen? model {args.model}, beam {args.beam}"
           + (f", first {args.limit}" if args.limit else ""))  # fmt: skip
-    print(f"{'set':<31} {'pen':>5} {'stroke':>6} {'ratio':>6} {'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7}")
+    print(f"{'set':<31} {'pen':>5} {'stroke':>6} {'ratio':>6} {SCORE_HEADER}")
     for name, pen_px, height_px, m in rows:
-        print(f"{name:<31} {pen_px:>5.2f} {height_px:>6g} {pen_px / height_px:>6.3f} {m['n']:>5} "
-              f"{100 * m['exp_rate']:>7.2f}% {100 * m['le1']:>6.2f}% {100 * m['le2']:>6.2f}%")  # fmt: skip
+        print(f"{name:<31} {pen_px:>5.2f} {height_px:>6g} {pen_px / height_px:>6.3f} {score_columns(m)}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ import argparse
 import copy
 import sys
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from texscribe.data.prepare import prepare  # noqa: E402
 from texscribe.data.readers.inkml import read_inkml  # noqa: E402
 from texscribe.data.render_strokes import RenderOptions  # noqa: E402
-from texscribe.data.sample import Sample  # noqa: E402
+from texscribe.data.sample import Skipped  # noqa: E402
 from texscribe.evaluation.evaluate import evaluate  # noqa: E402
 from texscribe.inference import load_model  # noqa: E402
 
@@ -46,25 +48,53 @@ def official_captions(offline_zip: Path, split: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in lines if "\t" in line)
 
 
+def write_folder(out: Path, items: Iterable[tuple[str, str, Callable[[], np.ndarray]]]) -> int:
+    """Write a render folder from (id, tokens, make image) items: `out/img/<id>.png` (uint8, ink bright; made
+    only when missing, so a re-run resumes) and `out/manifest.tsv` (`id, image, tokens`); returns the count."""
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["id\timage\ttokens"]
+    for sample_id, tokens, make in items:
+        path = out / "img" / f"{sample_id}.png"
+        if not path.exists():
+            cv2.imwrite(str(path), make())
+        rows.append(f"{sample_id}\timg/{sample_id}.png\t{tokens}")
+    (out / "manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return len(rows) - 1
+
+
 def render_split(
     inkml_zip: Path, split: str, captions: dict[str, str], scale: float, out: Path, line_width: float = 2.0
 ) -> int:
-    """Write `out/img/<id>.png` (white ink on black) + `out/manifest.tsv` (`id, image, tokens`); returns count.
+    """Draw a split's InkML into the render folder `out` (`write_folder`), labelled by `captions`; returns count.
 
     line_width: `RenderOptions.line_width` (2, the default, draws a 3.4 px anti-aliased pen at every scale).
+    Files the reader cannot use and files without a caption are left out and reported on stderr.
     """
-    (out / "img").mkdir(parents=True, exist_ok=True)
     options = RenderOptions(stroke_height=BITMAP_STROKE_HEIGHT * scale, line_width=line_width)
-    rows = ["id\timage\ttokens"]
-    for item in read_inkml(inkml_zip, split, render=options):
-        if not isinstance(item, Sample) or item.id not in captions or item.load is None:
-            continue
-        path = out / "img" / f"{item.id}.png"
-        if not path.exists():
-            cv2.imwrite(str(path), item.load())
-        rows.append(f"{item.id}\timg/{item.id}.png\t{captions[item.id]}")
-    (out / "manifest.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return len(rows) - 1
+    left_out: list[str] = []
+
+    def items() -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
+        for item in read_inkml(inkml_zip, split, render=options):
+            if isinstance(item, Skipped):
+                left_out.append(item.detail)
+            elif item.load is None or item.id not in captions:
+                left_out.append(f"{item.id}: no image or no official caption")
+            else:
+                yield item.id, captions[item.id], item.load
+
+    count = write_folder(out, items())
+    if left_out:
+        print(f"{out}: left out {len(left_out)}: " + "; ".join(left_out), file=sys.stderr)
+    return count
+
+
+SCORE_HEADER = f"{'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7}"
+
+
+def score_columns(metrics: dict[str, float]) -> str:
+    """n, ExpRate, <=1 and <=2 errors of `evaluate`'s metrics, under `SCORE_HEADER`."""
+    m = metrics
+    return f"{m['n']:>5} {100 * m['exp_rate']:>7.2f}% {100 * m['le1']:>6.2f}% {100 * m['le2']:>6.2f}%"
 
 
 def main() -> None:
@@ -122,11 +152,10 @@ def main() -> None:
         f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
         + (f", first {args.limit}" if args.limit else "")
     )
-    print(f"{'setting':<28} {'scale':>5} {'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7} {'vs 1x':>7}")
+    print(f"{'setting':<28} {'scale':>5} {SCORE_HEADER} {'vs 1x':>7}")
     for name, scale, m in rows:
         gap = f"{100 * (m['exp_rate'] - base[name]):+.1f}" if name in base else ""
-        print(f"{name:<28} {scale:>5g} {m['n']:>5} {100 * m['exp_rate']:>7.2f}% {100 * m['le1']:>6.2f}% "
-              f"{100 * m['le2']:>6.2f}% {gap:>7}")  # fmt: skip
+        print(f"{name:<28} {scale:>5g} {score_columns(m)} {gap:>7}")
 
 
 if __name__ == "__main__":
