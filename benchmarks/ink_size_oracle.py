@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_invariance import SCORE_HEADER, score_columns  # noqa: E402
+from scale_invariance import SCORE_HEADER, score_columns, table_title  # noqa: E402
 
 from texscribe import images  # noqa: E402
 from texscribe.data.prepared import PreparedDataset  # noqa: E402
@@ -120,8 +120,7 @@ def main() -> None:
             rows.append((scale, setting, result.metrics, answered))
             print(f"x{scale:g} {setting}: {100 * result.metrics['exp_rate']:.2f} %", flush=True)
 
-    print(f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
-          + (f", first {args.limit}" if args.limit else ""))  # fmt: skip
+    print(table_title("CROHME 2014 InkML renders", args))
     print(f"{'scale':>5} {'setting':<26} {SCORE_HEADER}  oracle answered")
     for scale, setting, m, answered in rows:
         print(f"{scale:>5g} {setting:<26} {score_columns(m)}  {answered}")

@@ -39,12 +39,13 @@ from scale_invariance import (  # noqa: E402
     SCORE_HEADER,
     SHARED,
     official_captions,
+    prepared_copy,
     render_split,
     score_columns,
+    table_title,
     write_folder,
 )
 
-from texscribe.data.prepare import prepare  # noqa: E402
 from texscribe.evaluation.evaluate import evaluate  # noqa: E402
 from texscribe.images import load_image, to_uint8  # noqa: E402
 from texscribe.inference import load_model  # noqa: E402
@@ -132,9 +133,7 @@ def main() -> None:
     rows = []
     for name, (folder, build, pen_px, height_px) in builders.items():
         build(folder)
-        prepared = folder.with_name(f"prepared_{folder.name}")
-        if not (prepared / "manifest.tsv").exists():
-            prepare([str(folder / "manifest.tsv")], prepared, workers=1, progress=False)
+        prepared = prepared_copy(folder, folder.with_name(f"prepared_{folder.name}"))
         result = evaluate(
             recognizer, prepared, out / f"eval_{folder.name}",
             beam=args.beam, limit=args.limit, workers=1, progress=False,
@@ -142,8 +141,7 @@ def main() -> None:
         rows.append((name, pen_px, height_px, result.metrics))
         print(f"{name}: {100 * result.metrics['exp_rate']:.2f} %", flush=True)
 
-    print(f"\nCROHME 2014 at half size: size or pen? model {args.model}, beam {args.beam}"
-          + (f", first {args.limit}" if args.limit else ""))  # fmt: skip
+    print(table_title("CROHME 2014 at half size: size or pen?", args))
     print(f"{'set':<31} {'pen':>5} {'stroke':>6} {'ratio':>6} {SCORE_HEADER}")
     for name, pen_px, height_px, m in rows:
         print(f"{name:<31} {pen_px:>5.2f} {height_px:>6g} {pen_px / height_px:>6.3f} {score_columns(m)}")

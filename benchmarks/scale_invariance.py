@@ -88,6 +88,18 @@ def render_split(
     return count
 
 
+def prepared_copy(folder: Path, prepared: Path) -> Path:
+    """`prepared` made from the render folder `folder`'s manifest (once: an existing one is reused)."""
+    if not (prepared / "manifest.tsv").exists():
+        prepare([str(folder / "manifest.tsv")], prepared, workers=1, progress=False)
+    return prepared
+
+
+def table_title(what: str, args: argparse.Namespace) -> str:
+    """The line above a results table: what was read, by which model and beam, and `--limit` if given."""
+    return f"\n{what}, model {args.model}, beam {args.beam}" + (f", first {args.limit}" if args.limit else "")
+
+
 SCORE_HEADER = f"{'n':>5} {'ExpRate':>8} {'<=1':>7} {'<=2':>7}"
 
 
@@ -130,9 +142,7 @@ def main() -> None:
     for scale in args.scales:
         folder = args.out / f"x{scale:g}"
         count = render_split(SHARED / "crohme_inkml.zip", "2014", captions, scale, folder)
-        prepared = args.out / f"prepared_x{scale:g}"
-        if not (prepared / "manifest.tsv").exists():
-            prepare([str(folder / "manifest.tsv")], prepared, workers=1, progress=False)
+        prepared = prepared_copy(folder, args.out / f"prepared_x{scale:g}")
         print(f"x{scale:g}: {count} expressions rendered, prepared at {prepared}", flush=True)
         for name, (ink_height, tol, tag) in settings.items():
             config = copy.deepcopy(recognizer.config)
@@ -148,10 +158,7 @@ def main() -> None:
             rows.append((name, scale, result.metrics))
 
     base = {name: m["exp_rate"] for name, scale, m in rows if scale == 1.0}
-    print(
-        f"\nCROHME 2014 InkML renders, model {args.model}, beam {args.beam}"
-        + (f", first {args.limit}" if args.limit else "")
-    )
+    print(table_title("CROHME 2014 InkML renders", args))
     print(f"{'setting':<28} {'scale':>5} {SCORE_HEADER} {'vs 1x':>7}")
     for name, scale, m in rows:
         gap = f"{100 * (m['exp_rate'] - base[name]):+.1f}" if name in base else ""
